@@ -1,0 +1,1 @@
+"""Generated protobuf / gRPC stubs for the `barkstream.v1` API (made at install time)."""
