@@ -1,0 +1,83 @@
+"""Token selection as small pure functions over one row of logits.
+
+Order and semantics follow Suno's generation code: top-p, then top-k, then a
+softmax at the temperature, then a draw. "Greedy" replaces the draw by argmax
+of the same probabilities, which keeps Suno's EOS-probability rule meaningful
+in greedy mode. Each request owns a `torch.Generator`, so a request samples the
+same tokens whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+
+    def validate(self, name: str = "sampling") -> None:
+        """Reject values that would make the softmax or the filters meaningless."""
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"{name} temperature must be a finite number > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"{name} top_k must be >= 1 when set, got {self.top_k}")
+        if self.top_p is not None and not (0 < self.top_p <= 1):
+            raise ValueError(f"{name} top_p must be in (0, 1] when set, got {self.top_p}")
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches `top_p` (always the best one)."""
+    sorted_logits, order = torch.sort(logits, descending=True)  # (V,)
+    cumulative = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)  # (V,)
+    remove = cumulative > top_p
+    remove[1:] = remove[:-1].clone()
+    remove[0] = False
+    out = logits.clone()
+    out[order[remove]] = -math.inf
+    return out
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Keep tokens whose logit is at least the k-th largest."""
+    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[-1]
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
+def probabilities(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Filtered, tempered probabilities (V,) in float32."""
+    logits = logits.float()
+    if params.top_p is not None:
+        logits = top_p_filter(logits, params.top_p)
+    if params.top_k is not None:
+        logits = top_k_filter(logits, params.top_k)
+    return torch.softmax(logits / params.temperature, dim=-1)
+
+
+def draw(probs: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """One token index from `probs` (V,): argmax when greedy, else a seeded multinomial draw."""
+    if params.greedy:
+        return int(torch.argmax(probs))
+    return int(torch.multinomial(probs, num_samples=1, generator=generator))
+
+
+def draw_many(probs: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of `probs` (T, V) -> (T,)."""
+    if params.greedy:
+        return torch.argmax(probs, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def make_generator(seed: int | None, stream: int, device: torch.device | str = "cpu") -> torch.Generator | None:
+    """A per-request generator; `stream` separates the stages so each has its own sequence."""
+    if seed is None:
+        return None
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 1_000_003 + stream) % (2**63))
+    return g

@@ -1,0 +1,192 @@
+"""Semantic stage: text ids (+ a voice's semantic history) -> semantic tokens.
+
+Suno's `generate_text_semantic`, with continuous batching: requests join
+between decode steps and leave when they stop, and each one gets the tokens
+it would get alone (its own positions, its own generator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..bark import constants as C
+from ..model.gpt import GPT, KVCache
+from ..model.sampling import SamplingParams, draw, make_generator, probabilities
+from .jobs import Job
+
+PREFIX_LEN = C.MAX_TEXT_TOKENS + C.MAX_SEMANTIC_HISTORY_TOKENS + 1  # 513 input ids
+MERGED_LEN = PREFIX_LEN - C.MAX_TEXT_TOKENS  # 257 positions after summing text and history
+
+
+@dataclass(frozen=True)
+class SemanticParams:
+    sampling: SamplingParams = SamplingParams(temperature=C.DEFAULT_SEMANTIC_TEMP)
+    min_eos_p: float | None = C.DEFAULT_MIN_EOS_P
+    max_gen_duration_s: float | None = None
+    allow_early_stop: bool = True
+
+    def validate(self) -> None:
+        self.sampling.validate("semantic")
+        if self.min_eos_p is not None and not (0 <= self.min_eos_p <= 1):
+            raise ValueError(f"min_eos_p must be in [0, 1] when set, got {self.min_eos_p}")
+        if self.max_gen_duration_s is not None and not (
+            math.isfinite(self.max_gen_duration_s) and self.max_gen_duration_s > 0
+        ):
+            raise ValueError(f"max duration must be a finite number of seconds > 0, got {self.max_gen_duration_s}")
+
+
+@dataclass
+class SemanticRequest:
+    text_ids: Sequence[int]  # tokenizer ids, without Bark's offset
+    history: np.ndarray | None = None  # (n,) a voice's semantic prompt
+    params: SemanticParams = field(default_factory=SemanticParams)
+    seed: int | None = None
+
+
+def build_input(text_ids: Sequence[int], history: np.ndarray | None) -> np.ndarray:
+    """Suno's 513-id prefix: 256 text ids (+offset, padded), 256 history tokens (padded), infer."""
+    text = np.asarray(text_ids, dtype=np.int64)[: C.MAX_TEXT_TOKENS] + C.TEXT_ENCODING_OFFSET
+    text = np.pad(text, (0, C.MAX_TEXT_TOKENS - len(text)), constant_values=C.TEXT_PAD_TOKEN)
+    if history is None:
+        hist = np.full(C.MAX_SEMANTIC_HISTORY_TOKENS, C.SEMANTIC_PAD_TOKEN, dtype=np.int64)
+    else:
+        hist = np.asarray(history, dtype=np.int64)[-C.MAX_SEMANTIC_HISTORY_TOKENS:]
+        hist = np.pad(hist, (0, C.MAX_SEMANTIC_HISTORY_TOKENS - len(hist)), constant_values=C.SEMANTIC_PAD_TOKEN)
+    return np.concatenate([text, hist, [C.SEMANTIC_INFER_TOKEN]]).astype(np.int64)  # (513,)
+
+
+@dataclass
+class _Row:
+    job: Job
+    params: SemanticParams
+    generator: torch.Generator | None
+    position: int = MERGED_LEN  # where the next fed token goes
+    duration_s: float = 0.0
+    tokens: list[int] = field(default_factory=list)
+
+
+class SemanticEngine:
+    """Continuous batching over one preallocated KV cache of `max_batch` rows.
+
+    Not thread-safe: one thread calls `add` / `cancel` / `step` (the runner).
+    """
+
+    def __init__(self, model: GPT, max_batch: int = 8):
+        self.model = model
+        self.max_batch = max_batch
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.cache = KVCache.allocate(model.config, max_batch, model.config.block_size, self.device, self.dtype)
+        self.rows: list[_Row] = []
+        self.pending: list[tuple[Job, SemanticRequest]] = []
+
+    # -- bookkeeping -------------------------------------------------------
+    def add(self, job: Job, request: SemanticRequest) -> None:
+        request.params.validate()
+        self.pending.append((job, request))
+
+    @property
+    def active(self) -> int:
+        return len(self.rows)
+
+    def busy(self) -> bool:
+        return bool(self.rows or self.pending)
+
+    def _drop(self, index: int) -> None:
+        """Remove row `index`, moving the last row into its cache slot so rows stay contiguous."""
+        last = len(self.rows) - 1
+        if index != last:
+            self.cache.k[:, index] = self.cache.k[:, last]
+            self.cache.v[:, index] = self.cache.v[:, last]
+            self.rows[index] = self.rows[last]
+        self.rows.pop()
+
+    # -- one step ----------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Admit waiting requests (prefill), else advance every row by one token."""
+        for i in reversed(range(len(self.rows))):
+            if self.rows[i].job.cancelled:
+                self.rows[i].job.finish()
+                self._drop(i)
+        room = self.max_batch - len(self.rows)
+        admitted = [(j, r) for j, r in self.pending[:room] if not j.cancelled]
+        for j, _ in self.pending[:room]:
+            if j.cancelled:
+                j.finish()
+        self.pending = self.pending[room:]
+        if admitted:
+            self._prefill(admitted)
+        elif self.rows:
+            self._decode()
+
+    def _prefill(self, admitted: list[tuple[Job, SemanticRequest]]) -> None:
+        ids = torch.from_numpy(np.stack([build_input(r.text_ids, r.history) for _, r in admitted]))
+        ids = ids.to(self.device)  # (b, 513)
+        emb = self.model.embed(ids)  # (b, 513, C)
+        merged = torch.cat([emb[:, :256] + emb[:, 256:512], emb[:, 512:]], dim=1)  # (b, 257, C)
+        tmp = KVCache.allocate(self.model.config, len(admitted), MERGED_LEN, self.device, self.dtype)
+        logits = self.model(merged, tmp, start=0)  # (b, V)
+        first = len(self.rows)
+        self.cache.k[:, first:first + len(admitted), :, :MERGED_LEN] = tmp.k
+        self.cache.v[:, first:first + len(admitted), :, :MERGED_LEN] = tmp.v
+        for (job, req), _ in zip(admitted, range(len(admitted)), strict=True):
+            gen = make_generator(req.seed, stream=0, device=self.device)
+            self.rows.append(_Row(job, req.params, gen))
+        self._advance(list(range(first, first + len(admitted))), logits)
+
+    def _decode(self) -> None:
+        n = len(self.rows)
+        last = torch.tensor([r.tokens[-1] for r in self.rows], device=self.device)[:, None]  # (n, 1)
+        positions = [r.position for r in self.rows]
+        view = KVCache(self.cache.k[:, :n], self.cache.v[:, :n])
+        emb = self.model.embed(last)  # (n, 1, C)
+        if all(p == positions[0] for p in positions):
+            logits = self.model(emb, view, start=positions[0])
+        else:
+            pos = torch.tensor(positions, device=self.device)[:, None]  # (n, 1)
+            logits = self.model(emb, view, pos=pos)
+        for r in self.rows:
+            r.position += 1
+        self._advance(list(range(n)), logits)
+
+    def _advance(self, indices: list[int], logits: torch.Tensor) -> None:
+        """Sample one token for each row in `indices` from its logits (len(indices), V)."""
+        finished = []
+        for k, i in enumerate(indices):
+            row = self.rows[i]
+            token, stop = next_semantic_token(logits[k], row.params, row.generator)
+            if not stop:
+                row.tokens.append(token)
+                row.job.emit(np.array([token], dtype=np.int64))
+                row.duration_s += 1 / C.SEMANTIC_RATE_HZ
+                limit = row.params.max_gen_duration_s
+                if (limit is not None and row.duration_s > limit) or len(row.tokens) >= C.MAX_SEMANTIC_TOKENS:
+                    stop = True
+            if stop:
+                row.job.finish()
+                finished.append(i)
+        for i in sorted(finished, reverse=True):
+            self._drop(i)
+
+
+def next_semantic_token(
+    logits: torch.Tensor, params: SemanticParams, generator: torch.Generator | None
+) -> tuple[int, bool]:
+    """Suno's rule: sample over 10000 tokens + EOS; stop on EOS or once p(EOS) >= min_eos_p."""
+    if params.allow_early_stop:
+        relevant = torch.cat([logits[: C.SEMANTIC_VOCAB_SIZE], logits[C.SEMANTIC_EOS_TOKEN:C.SEMANTIC_EOS_TOKEN + 1]])
+    else:
+        relevant = logits[: C.SEMANTIC_VOCAB_SIZE]
+    probs = probabilities(relevant, params.sampling)  # (10001,)
+    token = draw(probs, params.sampling, generator)
+    if params.allow_early_stop and (
+        token == C.SEMANTIC_VOCAB_SIZE or (params.min_eos_p is not None and float(probs[-1]) >= params.min_eos_p)
+    ):
+        return token, True
+    return token, False
