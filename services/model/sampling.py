@@ -10,26 +10,10 @@ same tokens whatever else shares its batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.7
-    top_k: int | None = None
-    top_p: float | None = None
-    greedy: bool = False
-
-    def validate(self, name: str = "sampling") -> None:
-        """Reject values that would make the softmax or the filters meaningless."""
-        if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"{name} temperature must be a finite number > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"{name} top_k must be >= 1 when set, got {self.top_k}")
-        if self.top_p is not None and not (0 < self.top_p <= 1):
-            raise ValueError(f"{name} top_p must be in (0, 1] when set, got {self.top_p}")
+from ..bark.params import SamplingParams
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -20,27 +20,12 @@ import numpy as np
 import torch
 
 from ..bark import constants as C
+from ..bark.params import CoarseParams
 from ..model.gpt import GPT, KVCache
-from ..model.sampling import SamplingParams, draw, make_generator, probabilities
+from ..model.sampling import draw, make_generator, probabilities
 from .jobs import Job
 
 RATIO = C.SEMANTIC_TO_COARSE_RATIO
-
-
-@dataclass(frozen=True)
-class CoarseParams:
-    sampling: SamplingParams = SamplingParams(temperature=C.DEFAULT_COARSE_TEMP)
-    max_coarse_history: int = C.MAX_COARSE_HISTORY
-    sliding_window_len: int = C.SLIDING_WINDOW_LEN
-
-    def validate(self) -> None:
-        self.sampling.validate("coarse")
-        if not 60 <= self.max_coarse_history <= 630:
-            raise ValueError(f"max_coarse_history must be in [60, 630], got {self.max_coarse_history}")
-        if self.max_coarse_history + self.sliding_window_len > C.CONTEXT_WINDOW_SIZE - 256:
-            raise ValueError("max_coarse_history + sliding_window_len must be <= 768")
-        if self.sliding_window_len < 1:
-            raise ValueError("sliding_window_len must be >= 1")
 
 
 @dataclass
@@ -149,7 +134,8 @@ class CoarseStream:
         if not closed and (len(semantic) < start + C.COARSE_SEMANTIC_WINDOW or total < self.n_step + n_steps):
             return None  # the window would read tokens that have not arrived yet
         sem_in = semantic[start:start + C.COARSE_SEMANTIC_WINDOW]
-        sem_in = np.pad(sem_in, (0, C.COARSE_SEMANTIC_WINDOW - len(sem_in)), constant_values=C.COARSE_SEMANTIC_PAD_TOKEN)
+        pad = C.COARSE_SEMANTIC_WINDOW - len(sem_in)
+        sem_in = np.pad(sem_in, (0, pad), constant_values=C.COARSE_SEMANTIC_PAD_TOKEN)
         hist = self.coarse[-self.params.max_coarse_history:]
         ids = np.concatenate([sem_in, [C.COARSE_INFER_TOKEN], hist]).astype(np.int64)
         self.window_open = True

@@ -17,19 +17,12 @@ import numpy as np
 import torch
 
 from ..bark import constants as C
+from ..bark.params import FineParams
 from ..model.fine import FineGPT
-from ..model.sampling import SamplingParams, draw_many, make_generator
+from ..model.sampling import draw_many, make_generator
 from .jobs import Job
 
 W, S = C.FINE_WINDOW, C.FINE_STRIDE
-
-
-@dataclass(frozen=True)
-class FineParams:
-    sampling: SamplingParams = SamplingParams(temperature=C.DEFAULT_FINE_TEMP)
-
-    def validate(self) -> None:
-        self.sampling.validate("fine")
 
 
 @dataclass

@@ -7,7 +7,6 @@ it would get alone (its own positions, its own generator).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,29 +14,13 @@ import numpy as np
 import torch
 
 from ..bark import constants as C
+from ..bark.params import SemanticParams
 from ..model.gpt import GPT, KVCache
-from ..model.sampling import SamplingParams, draw, make_generator, probabilities
+from ..model.sampling import draw, make_generator, probabilities
 from .jobs import Job
 
 PREFIX_LEN = C.MAX_TEXT_TOKENS + C.MAX_SEMANTIC_HISTORY_TOKENS + 1  # 513 input ids
 MERGED_LEN = PREFIX_LEN - C.MAX_TEXT_TOKENS  # 257 positions after summing text and history
-
-
-@dataclass(frozen=True)
-class SemanticParams:
-    sampling: SamplingParams = SamplingParams(temperature=C.DEFAULT_SEMANTIC_TEMP)
-    min_eos_p: float | None = C.DEFAULT_MIN_EOS_P
-    max_gen_duration_s: float | None = None
-    allow_early_stop: bool = True
-
-    def validate(self) -> None:
-        self.sampling.validate("semantic")
-        if self.min_eos_p is not None and not (0 <= self.min_eos_p <= 1):
-            raise ValueError(f"min_eos_p must be in [0, 1] when set, got {self.min_eos_p}")
-        if self.max_gen_duration_s is not None and not (
-            math.isfinite(self.max_gen_duration_s) and self.max_gen_duration_s > 0
-        ):
-            raise ValueError(f"max duration must be a finite number of seconds > 0, got {self.max_gen_duration_s}")
 
 
 @dataclass

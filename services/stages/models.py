@@ -1,0 +1,75 @@
+"""Build the torch modules of a checkpoint, only for the stages a process serves.
+
+A stage process loads just its own model (a coarse pod never holds the
+semantic weights); the embedded server and the offline CLI load all four.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..model.codec import Codec
+from ..model.fine import FineGPT
+from ..model.gpt import GPT
+from ..model.weights import Checkpoint, load_checkpoint
+
+STAGES = ("semantic", "coarse", "fine", "codec")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    device: str = "cpu"
+    dtype: str = "float32"  # transformer weights and activations; the codec stays float32
+    flash_attn: bool = False
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        return DTYPES[self.dtype]
+
+
+@dataclass
+class StageModels:
+    checkpoint: Checkpoint
+    semantic: GPT | None = None
+    coarse: GPT | None = None
+    fine: FineGPT | None = None
+    codec: Codec | None = None
+
+
+def _gpt(model: GPT | FineGPT, state: dict[str, torch.Tensor], options: ModelOptions) -> GPT | FineGPT:
+    model.load_state_dict(state, strict=True)
+    model = model.to(device=options.device, dtype=options.torch_dtype()).eval().requires_grad_(False)
+    if isinstance(model, GPT):
+        model.set_flash_attn(options.flash_attn)
+    return model
+
+
+def load_stage_models(
+    checkpoint: Checkpoint | str | Path, stages: Iterable[str] = STAGES, options: ModelOptions | None = None
+) -> StageModels:
+    """Instantiate the requested stages' models from a checkpoint (a loaded one or a directory)."""
+    options = options or ModelOptions()
+    options.torch_dtype()
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    out = StageModels(ck)
+    stages = set(stages)
+    unknown = stages - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+    if "semantic" in stages:
+        out.semantic = _gpt(GPT(ck.config.semantic), ck.semantic, options)
+    if "coarse" in stages:
+        out.coarse = _gpt(GPT(ck.config.coarse), ck.coarse, options)
+    if "fine" in stages:
+        out.fine = _gpt(FineGPT(ck.config.fine), ck.fine, options)
+    if "codec" in stages:
+        if ck.codec is None:
+            raise ValueError(f"checkpoint {ck.root} has no codec weights; point at a Hugging Face snapshot")
+        out.codec = Codec.from_state_dict(ck.codec, device=options.device)
+    return out
