@@ -1,0 +1,123 @@
+"""Codec stage: fine codes (8, t) chunks -> 24 kHz float PCM, streamed exactly.
+
+Each stream keeps its own `StreamingDecoder` state; streams with frames
+waiting are decoded together in one batched call when their chunks have the
+same length (the usual case: fine windows release 512 frames at a time).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..bark import constants as C
+from ..model.codec import Codec
+from ..model.codec_stream import StreamState
+from .jobs import Job
+
+
+class CodecStream:
+    """Frames waiting to be decoded for one request; `feed`/`close` may run on another thread."""
+
+    def __init__(self) -> None:
+        self._pending: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.frames_in = 0
+        self.samples_out = 0
+
+    def feed(self, frames: np.ndarray) -> None:
+        frames = np.asarray(frames, dtype=np.int64)
+        if frames.ndim != 2 or frames.shape[0] != C.N_FINE_CODEBOOKS:
+            raise ValueError(f"fine frames must have shape (8, t), got {frames.shape}")
+        if frames.size and (frames.min() < 0 or frames.max() >= C.CODEBOOK_SIZE):
+            raise ValueError(f"fine codes must be in [0, {C.CODEBOOK_SIZE})")
+        with self._lock:
+            if self._closed:
+                raise ValueError("fine input already closed")
+            self._pending.append(frames)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def take(self) -> tuple[np.ndarray | None, bool]:
+        with self._lock:
+            pending, self._pending, closed = self._pending, [], self._closed
+        frames = np.concatenate(pending, axis=1) if pending else None
+        return frames, closed
+
+
+@dataclass
+class _Member:
+    job: Job
+    stream: CodecStream
+    state: StreamState
+    waiting: list[np.ndarray] = field(default_factory=list)
+
+
+class CodecEngine:
+    """Streams many requests through one codec. One thread drives it."""
+
+    def __init__(self, codec: Codec, max_batch: int = 8):
+        self.codec = codec
+        self.decoder = codec.streaming()
+        self.max_batch = max_batch
+        self.members: list[_Member] = []
+        self.last_batch_size = 0
+
+    def add(self, job: Job) -> CodecStream:
+        stream = CodecStream()
+        self.members.append(_Member(job, stream, self.decoder.init_state(1)))
+        return stream
+
+    def busy(self) -> bool:
+        return bool(self.members)
+
+    @torch.inference_mode()
+    def step(self) -> bool:
+        worked = False
+        keep = []
+        groups: dict[int, list[tuple[_Member, np.ndarray]]] = {}
+        for m in self.members:
+            if m.job.cancelled:
+                m.job.finish()
+                continue
+            frames, closed = m.stream.take()
+            if frames is not None and frames.shape[1]:
+                groups.setdefault(frames.shape[1], []).append((m, frames))
+            elif closed:
+                self._finish(m)
+                worked = True
+                continue
+            keep.append(m)
+        self.members = keep
+        self.last_batch_size = 0
+        for items in groups.values():
+            for start in range(0, len(items), self.max_batch):
+                self._decode(items[start:start + self.max_batch])
+                worked = True
+        return worked
+
+    def _decode(self, items: list[tuple[_Member, np.ndarray]]) -> None:
+        self.last_batch_size = max(self.last_batch_size, len(items))
+        codes = torch.from_numpy(np.stack([f for _, f in items]))  # (b, 8, t)
+        state = StreamState.concat([m.state for m, _ in items])
+        pcm, lengths, state = self.decoder.step(codes, state)  # (b, n)
+        for i, (m, frames) in enumerate(items):
+            m.state = state.select([i])
+            m.stream.frames_in += frames.shape[1]
+            self._emit(m, pcm[i, : lengths[i]])
+
+    def _finish(self, m: _Member) -> None:
+        pcm, lengths = self.decoder.flush(m.state)
+        self._emit(m, pcm[0, : lengths[0]])
+        m.job.finish()
+
+    def _emit(self, m: _Member, pcm: torch.Tensor) -> None:
+        if pcm.numel():
+            m.stream.samples_out += pcm.numel()
+            m.job.emit(pcm.float().cpu().numpy())
