@@ -136,9 +136,7 @@ def long_form_prompt(semantic: np.ndarray, coarse: np.ndarray, fine: np.ndarray)
     from .voices import VoiceError, VoicePrompt
 
     try:
-        prompt = VoicePrompt(semantic_prompt=np.asarray(semantic, np.int64), coarse_prompt=np.asarray(coarse, np.int64),
-                             fine_prompt=np.asarray(fine, np.int64))
-        prompt.validate()
+        return VoicePrompt(semantic_prompt=np.asarray(semantic, np.int64), coarse_prompt=np.asarray(coarse, np.int64),
+                           fine_prompt=np.asarray(fine, np.int64), name="<first segment>")
     except VoiceError:
         return None
-    return prompt

@@ -194,8 +194,19 @@ class CoarseEngine:
     def add(self, job: Job, request: CoarseRequest) -> CoarseStream:
         request.params.validate()
         stream = CoarseStream(request)
-        self.members.append(_Member(job, stream, make_generator(request.seed, stream=1, device=self.device)))
+        self.attach(job, stream, request.seed)
         return stream
+
+    def attach(self, job: Job, stream: CoarseStream, seed: int | None) -> None:
+        """Take a stream built elsewhere (a servicer feeds it while the engine runs it)."""
+        self.members.append(_Member(job, stream, make_generator(seed, stream=1, device=self.device)))
+
+    def fail_all(self, error: BaseException) -> None:
+        for m in self.members:
+            m.job.finish(error)
+        self.members = []
+        if hasattr(self, "rows"):
+            self.rows = []
 
     @property
     def active(self) -> int:

@@ -71,8 +71,16 @@ class CodecEngine:
 
     def add(self, job: Job) -> CodecStream:
         stream = CodecStream()
-        self.members.append(_Member(job, stream, self.decoder.init_state(1)))
+        self.attach(job, stream)
         return stream
+
+    def attach(self, job: Job, stream: CodecStream) -> None:
+        self.members.append(_Member(job, stream, self.decoder.init_state(1)))
+
+    def fail_all(self, error: BaseException) -> None:
+        for m in self.members:
+            m.job.finish(error)
+        self.members = []
 
     def busy(self) -> bool:
         return bool(self.members)

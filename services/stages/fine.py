@@ -142,8 +142,19 @@ class FineEngine:
     def add(self, job: Job, request: FineRequest) -> FineStream:
         request.params.validate()
         stream = FineStream(request)
-        self.members.append(_Member(job, stream, make_generator(request.seed, stream=2, device=self.device)))
+        self.attach(job, stream, request.seed)
         return stream
+
+    def attach(self, job: Job, stream: FineStream, seed: int | None) -> None:
+        """Take a stream built elsewhere (a servicer feeds it while the engine runs it)."""
+        self.members.append(_Member(job, stream, make_generator(seed, stream=2, device=self.device)))
+
+    def fail_all(self, error: BaseException) -> None:
+        for m in self.members:
+            m.job.finish(error)
+        self.members = []
+        if hasattr(self, "rows"):
+            self.rows = []
 
     def busy(self) -> bool:
         return bool(self.members)

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .jobs import Job
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +50,15 @@ class EngineRunner:
         self._calls.put(fn)
         self._wake.set()
 
+    def submit(self, job: Job, add: Callable[[], object]) -> None:
+        """Run `add` on the engine thread; if it raises, the job fails instead of waiting forever."""
+        def run() -> None:
+            try:
+                add()
+            except Exception as e:  # noqa: BLE001 - handed to the job's owner
+                job.finish(e)
+        self.call(run)
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -66,7 +77,7 @@ class EngineRunner:
             worked = False
             if self.engine.busy():
                 try:
-                    worked = bool(self.engine.step()) or True
+                    worked = bool(self.engine.step())
                 except Exception:
                     log.exception("engine %s: step failed", self.name)
                     self._fail_all()

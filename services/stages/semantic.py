@@ -80,6 +80,13 @@ class SemanticEngine:
     def busy(self) -> bool:
         return bool(self.rows or self.pending)
 
+    def fail_all(self, error: BaseException) -> None:
+        for row in self.rows:
+            row.job.finish(error)
+        for job, _ in self.pending:
+            job.finish(error)
+        self.rows, self.pending = [], []
+
     def _drop(self, index: int) -> None:
         """Remove row `index`, moving the last row into its cache slot so rows stay contiguous."""
         last = len(self.rows) - 1
@@ -91,7 +98,7 @@ class SemanticEngine:
 
     # -- one step ----------------------------------------------------------
     @torch.inference_mode()
-    def step(self) -> None:
+    def step(self) -> bool:
         """Admit waiting requests (prefill), else advance every row by one token."""
         for i in reversed(range(len(self.rows))):
             if self.rows[i].job.cancelled:
@@ -107,6 +114,9 @@ class SemanticEngine:
             self._prefill(admitted)
         elif self.rows:
             self._decode()
+        else:
+            return False
+        return True
 
     def _prefill(self, admitted: list[tuple[Job, SemanticRequest]]) -> None:
         ids = torch.from_numpy(np.stack([build_input(r.text_ids, r.history) for _, r in admitted]))

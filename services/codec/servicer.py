@@ -1,0 +1,45 @@
+"""CodecService: fine frames in, 24 kHz float PCM out from the exact streaming decoder."""
+
+from __future__ import annotations
+
+import grpc
+
+from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
+
+from ..bark import constants as C
+from ..common import convert
+from ..common.admission import Admission
+from ..common.bridge import JobBridge
+from ..common.status import abort_on_error
+from ..common.streaming import first_message, start_reader
+from ..stages.codec import CodecStream
+from ..stages.runner import EngineRunner
+
+
+class CodecServicer(stages_pb2_grpc.CodecServiceServicer):
+    def __init__(self, runner: EngineRunner, admission: Admission):
+        self.runner = runner
+        self.admission = admission
+
+    async def Decode(self, request_iterator, context: grpc.aio.ServicerContext):
+        async with self.admission.slot(context), abort_on_error(context, where="codec stage"):
+            cfg = (await first_message(request_iterator, "config")).config
+            stream = CodecStream()
+            bridge = JobBridge()
+            self.runner.submit(bridge.job, lambda: self.runner.engine.attach(bridge.job, stream))
+            reader = start_reader(request_iterator, bridge, "fine",
+                                  lambda m: convert.fine_from_pb(m.fine.tokens, "fine"),
+                                  stream.feed, stream.close, self.runner.wake)
+            sequence = start = 0
+            try:
+                async for pcm in bridge:
+                    yield stages_pb2.CodecDecodeResponse(chunk=convert.pcm_chunk(
+                        pcm, request_id=cfg.request_id, segment_index=cfg.segment_index,
+                        sequence_number=sequence, start_sample=start, sample_rate_hz=C.SAMPLE_RATE))
+                    sequence, start = sequence + 1, start + len(pcm)
+                yield stages_pb2.CodecDecodeResponse(end=common_pb2.StageEnd(
+                    request_id=cfg.request_id, segment_index=cfg.segment_index, total=start))
+            finally:
+                reader.cancel()
+                bridge.job.cancel()
+                self.runner.wake()

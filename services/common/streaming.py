@@ -1,0 +1,62 @@
+"""The shared shape of the bidi stage RPCs: config first, then input chunks, then an end marker.
+
+A reader task feeds the engine's stream while the servicer yields the engine's
+output; a broken or invalid input stream fails the job, which ends the output
+with the right status instead of a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ..common import convert
+from ..common.bridge import JobBridge
+from ..common.errors import InvalidRequest
+
+
+async def first_message(requests: AsyncIterator[Any], config_field: str) -> Any:
+    """The stream's first message, which must carry `config_field`."""
+    try:
+        first = await anext(requests)
+    except StopAsyncIteration:
+        raise InvalidRequest(f"empty request stream: send a message with {config_field} first") from None
+    if first.WhichOneof("payload") != config_field:
+        raise InvalidRequest(f"the first message must carry {config_field}, got {first.WhichOneof('payload')}")
+    return first
+
+
+def start_reader(requests: AsyncIterator[Any], bridge: JobBridge, input_field: str,
+                 parse: Callable[[Any], Any], feed: Callable[[Any], None], close: Callable[[], None],
+                 wake: Callable[[], None]) -> asyncio.Task:
+    """Consume input chunks into the engine's stream on a task of its own."""
+
+    async def read() -> None:
+        sequence = convert.ChunkSequence(input_field)
+        try:
+            async for msg in requests:
+                kind = msg.WhichOneof("payload")
+                if kind == input_field:
+                    data = parse(msg)
+                    sequence.accept(getattr(msg, input_field), data.shape[-1])
+                    feed(data)
+                    wake()
+                elif kind == "end":
+                    sequence.check_end(msg.end)
+                    close()
+                    wake()
+                    return
+                else:
+                    raise InvalidRequest(f"unexpected {kind!r} message after the config")
+            raise InvalidRequest("the input stream ended without an end message")
+        except asyncio.CancelledError:
+            raise
+        except ValueError as e:
+            bridge.fail(e if isinstance(e, InvalidRequest) else InvalidRequest(str(e)))
+        except Exception as e:  # noqa: BLE001 - e.g. the caller went away: stop the job
+            bridge.fail(e)
+        finally:
+            wake()
+
+    return asyncio.create_task(read())

@@ -1,0 +1,230 @@
+"""One Synthesize call: segments pipelined through the four stage services.
+
+Per segment, four streams are chained: semantic tokens are forwarded to the
+coarse stage as they arrive, coarse frames to the fine stage, fine frames to
+the codec, and PCM comes back. Segment i+1 starts once segment i's semantic
+stream has ended (its semantic then overlaps segment i's coarse/fine/codec);
+without a voice, segments after the first wait for the first one's codes,
+which become their voice (Suno's long-form method). Audio leaves in segment
+order. No torch here: the orchestrator only moves tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from barkstream.v1 import common_pb2, stages_pb2
+
+from ..bark.params import GenerationParams, long_form_prompt, segment_seed
+from ..bark.voices import VoicePrompt
+from ..common import convert
+from .params_pb import coarse_params_to_pb, fine_params_to_pb, semantic_params_to_pb
+from .stage_clients import StageClients
+
+_END = object()
+
+
+class StageFailed(Exception):
+    """A stage stream failed; carries which stage and the gRPC error."""
+
+    def __init__(self, stage: str, error: grpc.aio.AioRpcError):
+        super().__init__(f"{stage} stage: {error.details() or error.code().name}")
+        self.stage = stage
+        self.code = error.code()
+
+
+@dataclass
+class SegmentCodes:
+    semantic: list[np.ndarray] = field(default_factory=list)
+    coarse: list[np.ndarray] = field(default_factory=list)
+    fine: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class StageTimes:
+    started: float = 0.0
+    first_output: float | None = None
+    ended: float | None = None
+
+
+@dataclass
+class SegmentRun:
+    index: int
+    token_ids: np.ndarray
+    codes: SegmentCodes = field(default_factory=SegmentCodes)
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    semantic_done: asyncio.Event = field(default_factory=asyncio.Event)
+    codes_done: asyncio.Event = field(default_factory=asyncio.Event)
+    times: dict[str, StageTimes] = field(default_factory=dict)
+
+
+class SynthesisSession:
+    def __init__(
+        self,
+        stages: StageClients,
+        request_id: str,
+        segment_ids: Sequence[np.ndarray],
+        voice: VoicePrompt | None,
+        params: GenerationParams,
+        seed: int | None,
+        timeout: float | None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ):
+        self.stages = stages
+        self.request_id = request_id
+        self.voice = voice
+        self.params = params
+        self.seed = seed
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.metadata = tuple(metadata)
+        self.segments = [SegmentRun(i, ids) for i, ids in enumerate(segment_ids)]
+        self._calls: list[grpc.aio.Call] = []
+        self._failure: BaseException | None = None
+
+    def _timeout(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    async def pcm(self) -> AsyncIterator[tuple[int, np.ndarray | None]]:
+        """Yields (segment index, float PCM at 24 kHz) in order, and (index, None) at each segment end."""
+        tasks = [asyncio.create_task(self._segment(s), name=f"{self.request_id}-seg{s.index}") for s in self.segments]
+        try:
+            for seg in self.segments:
+                while True:
+                    item = await seg.queue.get()
+                    if item is _END:
+                        yield seg.index, None
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield seg.index, item
+        finally:
+            for call in self._calls:
+                call.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _segment(self, seg: SegmentRun) -> None:
+        try:
+            if seg.index > 0:
+                await self.segments[seg.index - 1].semantic_done.wait()
+            voice = self.voice
+            if voice is None and seg.index > 0:
+                first = self.segments[0]
+                await first.codes_done.wait()
+                voice = long_form_prompt(np.concatenate(first.codes.semantic or [np.zeros(0, np.int64)]),
+                                         _cat(first.codes.coarse, 2), _cat(first.codes.fine, 8))
+            await self._run(seg, voice)
+            seg.queue.put_nowait(_END)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - every failure must reach the reader, or it hangs
+            error = self._failure or e
+            self._failure = error
+            for s in self.segments:
+                s.semantic_done.set()
+                s.codes_done.set()
+                s.queue.put_nowait(error)
+
+    def _call_kwargs(self) -> dict:
+        return {"timeout": self._timeout(), "metadata": self.metadata + (("x-request-id", self.request_id),)}
+
+    async def _run(self, seg: SegmentRun, voice: VoicePrompt | None) -> None:
+        rid, i = self.request_id, seg.index
+        seed = segment_seed(self.seed, i)
+        seed_kw = {} if seed is None else {"seed": seed}
+        sem_req = stages_pb2.SemanticGenerateRequest(
+            request_id=rid, segment_index=i, text_tokens=convert.array_to_pb(seg.token_ids),
+            params=semantic_params_to_pb(self.params.semantic), **seed_kw)
+        if voice is not None:
+            convert.array_to_pb(voice.semantic_prompt, sem_req.history)
+        seg.times["semantic"] = StageTimes(time.monotonic())
+        sem_call = self.stages.semantic().Generate(sem_req, **self._call_kwargs())
+        self._calls.append(sem_call)
+
+        coarse_cfg = stages_pb2.CoarseConfig(request_id=rid, segment_index=i,
+                                             params=coarse_params_to_pb(self.params.coarse), **seed_kw)
+        fine_cfg = stages_pb2.FineConfig(request_id=rid, segment_index=i,
+                                         params=fine_params_to_pb(self.params.fine), **seed_kw)
+        if voice is not None:
+            convert.array_to_pb(voice.semantic_prompt, coarse_cfg.semantic_history)
+            convert.array_to_pb(voice.coarse_prompt, coarse_cfg.coarse_history)
+            convert.array_to_pb(voice.fine_prompt, fine_cfg.fine_history)
+
+        def on_semantic_end() -> None:
+            seg.semantic_done.set()
+
+        def on_fine_end() -> None:
+            seg.codes_done.set()
+
+        coarse_in = self._forward("semantic", sem_call, seg, seg.codes.semantic, on_semantic_end,
+                                  lambda: stages_pb2.CoarseGenerateRequest(config=coarse_cfg),
+                                  lambda chunk: stages_pb2.CoarseGenerateRequest(semantic=chunk),
+                                  lambda end: stages_pb2.CoarseGenerateRequest(end=end))
+        seg.times["coarse"] = StageTimes(time.monotonic())
+        coarse_call = self.stages.coarse().Generate(coarse_in, **self._call_kwargs())
+        self._calls.append(coarse_call)
+        fine_in = self._forward("coarse", coarse_call, seg, seg.codes.coarse, None,
+                                lambda: stages_pb2.FineGenerateRequest(config=fine_cfg),
+                                lambda chunk: stages_pb2.FineGenerateRequest(coarse=chunk),
+                                lambda end: stages_pb2.FineGenerateRequest(end=end))
+        seg.times["fine"] = StageTimes(time.monotonic())
+        fine_call = self.stages.fine().Generate(fine_in, **self._call_kwargs())
+        self._calls.append(fine_call)
+        codec_cfg = stages_pb2.CodecConfig(request_id=rid, segment_index=i)
+        codec_in = self._forward("fine", fine_call, seg, seg.codes.fine, on_fine_end,
+                                 lambda: stages_pb2.CodecDecodeRequest(config=codec_cfg),
+                                 lambda chunk: stages_pb2.CodecDecodeRequest(fine=chunk),
+                                 lambda end: stages_pb2.CodecDecodeRequest(end=end))
+        seg.times["codec"] = times = StageTimes(time.monotonic())
+        codec_call = self.stages.codec().Decode(codec_in, **self._call_kwargs())
+        self._calls.append(codec_call)
+        try:
+            async for resp in codec_call:
+                if resp.HasField("chunk"):
+                    if times.first_output is None:
+                        times.first_output = time.monotonic()
+                    seg.queue.put_nowait(convert.pcm_from_bytes(resp.chunk.pcm))
+                elif resp.HasField("end"):
+                    times.ended = time.monotonic()
+        except grpc.aio.AioRpcError as e:
+            raise self._failure or StageFailed("codec", e) from None
+
+    async def _forward(self, stage, call, seg, record, on_end, config, wrap, end):
+        """Relay one stage's output chunks as the next stage's input stream (config first, end last)."""
+        times = seg.times[stage]
+        yield config()
+        sequence = offset = 0
+        try:
+            async for resp in call:
+                if resp.HasField("chunk"):
+                    array = convert.array_from_pb(resp.chunk.tokens, f"{stage} output")
+                    if times.first_output is None:
+                        times.first_output = time.monotonic()
+                    record.append(array)
+                    yield wrap(convert.token_chunk(array, request_id=self.request_id, segment_index=seg.index,
+                                                   sequence_number=sequence, offset=offset))
+                    sequence += 1
+                    offset += array.shape[-1]
+                elif resp.HasField("end"):
+                    break
+        except grpc.aio.AioRpcError as e:
+            self._failure = self._failure or StageFailed(stage, e)
+            raise self._failure from None
+        times.ended = time.monotonic()
+        if on_end is not None:
+            on_end()
+        yield end(common_pb2.InputEnd(total=offset))
+
+    def stage_timings(self) -> list[tuple[str, int, StageTimes]]:
+        return [(name, s.index, t) for s in self.segments for name, t in s.times.items()]
+
+
+def _cat(arrays: list[np.ndarray], rows: int) -> np.ndarray:
+    return np.concatenate(arrays, axis=1) if arrays else np.zeros((rows, 0), np.int64)

@@ -1,0 +1,71 @@
+"""SemanticService: protobuf <-> the semantic engine; semantic tokens stream out as they are sampled."""
+
+from __future__ import annotations
+
+import grpc
+
+from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
+
+from ..bark.tokenizer import BarkTokenizer
+from ..common import convert
+from ..common.admission import Admission
+from ..common.bridge import JobBridge
+from ..common.errors import InvalidRequest
+from ..common.status import abort_on_error
+from ..stages.runner import EngineRunner
+from ..stages.semantic import SemanticRequest
+
+
+def request_from_pb(msg: stages_pb2.SemanticGenerateRequest, tokenizer: BarkTokenizer | None) -> SemanticRequest:
+    if msg.HasField("text_tokens"):
+        ids = convert.text_tokens_from_pb(msg.text_tokens, "text_tokens")
+    elif msg.HasField("text"):
+        if tokenizer is None:
+            raise InvalidRequest("this semantic server has no tokenizer: send text_tokens")
+        ids = tokenizer.encode(msg.text)
+    else:
+        raise InvalidRequest("set text or text_tokens")
+    if len(ids) == 0:
+        raise InvalidRequest("the text has no tokens: send some words")
+    history = None if convert.is_empty(msg.history) else convert.semantic_from_pb(msg.history, "history")
+    return SemanticRequest(list(ids), history, convert.semantic_params_from_pb(msg.params, "params"),
+                           convert.seed_from_pb(msg))
+
+
+class SemanticServicer(stages_pb2_grpc.SemanticServiceServicer):
+    def __init__(self, runner: EngineRunner, admission: Admission, tokenizer: BarkTokenizer | None):
+        self.runner = runner
+        self.admission = admission
+        self.tokenizer = tokenizer
+
+    async def Generate(self, request: stages_pb2.SemanticGenerateRequest, context: grpc.aio.ServicerContext):
+        async with self.admission.slot(context), abort_on_error(context, where="semantic stage"):
+            core = request_from_pb(request, self.tokenizer)
+            bridge = JobBridge()
+            self.runner.submit(bridge.job, lambda: self.runner.engine.add(bridge.job, core))
+            chunk_size = max(1, request.chunk_size)
+            pending: list = []
+            sequence = offset = 0
+            try:
+                async for tokens in bridge:
+                    pending.append(tokens)
+                    if sum(len(t) for t in pending) >= chunk_size:
+                        yield _chunk(request, pending, sequence, offset)
+                        sequence, offset, pending = sequence + 1, offset + sum(len(t) for t in pending), []
+                if pending:
+                    yield _chunk(request, pending, sequence, offset)
+                    offset += sum(len(t) for t in pending)
+                yield stages_pb2.SemanticGenerateResponse(end=common_pb2.StageEnd(
+                    request_id=request.request_id, segment_index=request.segment_index, total=offset))
+            finally:
+                bridge.job.cancel()
+                self.runner.wake()
+
+
+def _chunk(request, pending, sequence: int, offset: int) -> stages_pb2.SemanticGenerateResponse:
+    import numpy as np
+
+    tokens = np.concatenate(pending)
+    return stages_pb2.SemanticGenerateResponse(chunk=convert.token_chunk(
+        tokens, request_id=request.request_id, segment_index=request.segment_index,
+        sequence_number=sequence, offset=offset))
