@@ -1,0 +1,142 @@
+"""Server-side commands of the `barkstream` CLI: generate, checkpoint, serve.
+
+The top-level entry point lives in the torch-free client package and hands
+these commands over here, so `pip install barkstream` (client only) still has
+a working `barkstream say`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from .bark import constants as C
+
+
+def register_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="text to a WAV file, offline, in this process")
+    p.add_argument("text", help="text to speak (long text is split into segments)")
+    p.add_argument("--checkpoint", help="local checkpoint directory (HF snapshot or Suno .pt files); "
+                                        "default: suno/bark-small from the Hugging Face cache/hub")
+    p.add_argument("--voice", help="voice preset name (e.g. v2/en_speaker_6) or a .npz file")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same audio)")
+    p.add_argument("--greedy", action="store_true", help="argmax at every stage (deterministic)")
+    p.add_argument("--semantic-temp", type=float)
+    p.add_argument("--coarse-temp", type=float)
+    p.add_argument("--fine-temp", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--min-eos-p", type=float, default=C.DEFAULT_MIN_EOS_P)
+    p.add_argument("--max-duration", type=float, metavar="SECONDS",
+                   help="stop each segment's semantic generation after this many seconds")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("-o", "--output", required=True, help="output WAV path")
+    p.add_argument("--dump-codes", metavar="NPZ", help="also write semantic/coarse/fine codes to this .npz")
+    p.set_defaults(func=run_generate)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = C.SAMPLE_RATE) -> None:
+    """16-bit PCM mono WAV: what every player reads."""
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.tobytes())
+
+
+class StageProgress:
+    """One status line on a terminal; silent when stderr is not one."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.start = time.monotonic()
+
+    def __call__(self, stage: str, index: int, count: int) -> None:
+        if self.enabled:
+            elapsed = time.monotonic() - self.start
+            sys.stderr.write(f"\rsegment {index + 1}/{count}: {stage:<8} done  [{elapsed:6.1f} s]")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def load_voice(spec: str | None, voices_dir: Path | None, allow_files: bool = False):
+    """A voice by name from the checkpoint's speaker embeddings, or (offline CLI) an .npz path."""
+    from .bark.voices import VoiceLibrary
+
+    if not spec:
+        return None
+    return VoiceLibrary([voices_dir] if voices_dir else []).load(spec, allow_file=allow_files)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from .bark.params import GenerationParams
+    from .bark.tokenizer import BarkTokenizer
+    from .model.hub import resolve_checkpoint
+    from .model.weights import load_checkpoint
+    from .stages.models import ModelOptions, load_stage_models
+    from .stages.pipeline import Synthesizer, SynthesisRequest
+
+    if not args.text.strip():
+        raise ValueError("text is empty: give some words to speak")
+    params = GenerationParams.build(
+        greedy=args.greedy, semantic_temp=args.semantic_temp, coarse_temp=args.coarse_temp,
+        fine_temp=args.fine_temp, top_k=args.top_k, top_p=args.top_p, min_eos_p=args.min_eos_p,
+        max_duration_s=args.max_duration,
+    )
+    ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
+    voice = load_voice(args.voice, ckpt.voices_dir, allow_files=True)
+    models = load_stage_models(ckpt, options=ModelOptions(device=args.device, dtype=args.dtype))
+    synth = Synthesizer(models, BarkTokenizer.from_dir(ckpt.tokenizer_dir()))
+    progress = StageProgress(sys.stderr.isatty())
+    try:
+        result = synth.generate(SynthesisRequest(args.text, voice, params, args.seed), progress)
+    finally:
+        progress.close()
+    write_wav(args.output, result.audio)
+    if args.dump_codes:
+        segs = result.segments
+        np.savez(
+            args.dump_codes,
+            semantic=np.concatenate([s.semantic for s in segs]).astype(np.int64),
+            coarse=np.concatenate([s.coarse for s in segs], axis=1).astype(np.int64),
+            fine=np.concatenate([s.fine for s in segs], axis=1).astype(np.int64),
+            segment_lengths=np.array([s.fine.shape[1] for s in segs], dtype=np.int64),
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli_checkpoint import register as register_checkpoint
+    from .cli_serve import register as register_serve
+
+    parser = argparse.ArgumentParser(prog="barkstream", description="Bark text-to-speech (server side)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_generate(sub)
+    register_checkpoint(sub)
+    register_serve(sub)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run a server-side command; user mistakes end with one line on stderr and exit code 1."""
+    from .bark.voices import VoiceError
+    from .model.weights import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CheckpointError, VoiceError, ValueError, OSError) as e:
+        print(f"barkstream {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
