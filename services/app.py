@@ -69,7 +69,8 @@ def checkpoint_dir(cfg: ServeConfig) -> Path:
     if cfg.random_checkpoint:
         from .model.checkpoint import write_random_checkpoint
 
-        out = Path(cfg.random_checkpoint_dir or Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}")
+        default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}"
+        out = Path(cfg.random_checkpoint_dir or default)
         if not (out / "config.json").is_file():
             log.info("writing a random %s checkpoint to %s", cfg.random_checkpoint, out)
             write_random_checkpoint(out, size=cfg.random_checkpoint, seed=0)
@@ -96,8 +97,8 @@ class App:
         self._register()
 
     def _register(self) -> None:
-        from .codec.servicer import CodecServicer
         from .coarse.servicer import CoarseServicer
+        from .codec.servicer import CodecServicer
         from .fine.servicer import FineServicer
         from .semantic.servicer import SemanticServicer
 

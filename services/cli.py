@@ -84,7 +84,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from .model.hub import resolve_checkpoint
     from .model.weights import load_checkpoint
     from .stages.models import ModelOptions, load_stage_models
-    from .stages.pipeline import Synthesizer, SynthesisRequest
+    from .stages.pipeline import SynthesisRequest, Synthesizer
 
     if not args.text.strip():
         raise ValueError("text is empty: give some words to speak")
