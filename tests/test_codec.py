@@ -15,6 +15,7 @@ import encodec
 import numpy as np
 import pytest
 import torch
+
 from barkstream.services.model.codec import Codec, randomize_codebooks
 from barkstream.services.model.codec_stream import StreamingDecoder, StreamState
 

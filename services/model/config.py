@@ -7,7 +7,7 @@ these once, at the edge.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,24 @@ class BarkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def bark_small() -> BarkConfig:
+    """suno/bark-small: 12 layers x 768, bias-free, the real vocabularies."""
+    return BarkConfig()
+
+
+def bark_tiny() -> BarkConfig:
+    """2 layers x 64 with the real vocabularies and block size.
+
+    Keeping Bark's vocabularies and context means every token id and window the
+    stages use is valid, so tests run the real algorithm on a model that is cheap.
+    """
+    small = BarkConfig()
+    shrink = dict(n_layer=2, n_head=2, n_embd=64)
+    return BarkConfig(
+        semantic=replace(small.semantic, **shrink),
+        coarse=replace(small.coarse, **shrink),
+        fine=replace(small.fine, **shrink),
+        codec=small.codec,
+    )

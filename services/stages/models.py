@@ -69,7 +69,5 @@ def load_stage_models(
     if "fine" in stages:
         out.fine = _gpt(FineGPT(ck.config.fine), ck.fine, options)
     if "codec" in stages:
-        if ck.codec is None:
-            raise ValueError(f"checkpoint {ck.root} has no codec weights; point at a Hugging Face snapshot")
-        out.codec = Codec.from_state_dict(ck.codec, device=options.device)
+        out.codec = Codec.from_state_dict(ck.require_codec(), device=options.device)
     return out
