@@ -111,6 +111,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             yield tts_pb2.SynthesizeResponse(summary=summary)
 
     async def ListVoices(self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext):
+        if self.voices is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is still starting: retry shortly")
         names = self.voices.list()
         out = tts_pb2.ListVoicesResponse()
         for name in names:

@@ -1,0 +1,141 @@
+"""Friendly keyword arguments -> a SynthesizeRequest.
+
+Most callers want a handful of knobs, not three nested parameter messages, so `synthesize`
+and `stream` take flat keywords (`greedy=True`, `semantic_temp=0.6`, `max_duration=5`) and
+this module places them in the right stage messages. A full `SynthesisParams` can still be
+passed as `params=` for anything the keywords do not cover; keywords are applied on top.
+Unknown keywords are a TypeError, like any Python function, so a typo never passes silently
+as "use the default".
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from barkstream.v1 import common_pb2, tts_pb2
+
+AudioEncoding = tts_pb2.AudioEncoding
+
+FORMATS: dict[str, int] = {
+    "wav": tts_pb2.AUDIO_ENCODING_WAV,
+    "pcm16": tts_pb2.AUDIO_ENCODING_PCM_S16LE,
+    "f32": tts_pb2.AUDIO_ENCODING_FLOAT32_LE,
+}
+_FORMAT_ALIASES = {
+    "pcm": "pcm16", "s16": "pcm16", "s16le": "pcm16", "pcm_s16le": "pcm16", "int16": "pcm16",
+    "float32": "f32", "f32le": "f32", "float32_le": "f32", "float": "f32",
+}
+
+Format = str | int | None
+
+
+def parse_format(value: Format) -> int:
+    """'wav' | 'pcm16' | 'f32' (or an AudioEncoding value) -> the AudioEncoding number.
+
+    None and AUDIO_ENCODING_UNSPECIFIED mean the server's default (PCM 16-bit).
+    """
+    if value is None:
+        return tts_pb2.AUDIO_ENCODING_UNSPECIFIED
+    if isinstance(value, bool):
+        raise TypeError(f"format={value!r}: use 'wav', 'pcm16' or 'f32'")
+    if isinstance(value, int):
+        if value not in AudioEncoding.values():
+            raise ValueError(f"format={value}: not an AudioEncoding value ({', '.join(AudioEncoding.keys())})")
+        return value
+    key = value.strip().lower()
+    key = _FORMAT_ALIASES.get(key, key)
+    if key.upper() in AudioEncoding.keys():  # the proto name, e.g. "AUDIO_ENCODING_WAV"
+        return AudioEncoding.Value(key.upper())
+    if key not in FORMATS:
+        raise ValueError(f"format={value!r}: use one of {', '.join(FORMATS)}")
+    return FORMATS[key]
+
+
+def format_name(encoding: int) -> str:
+    """AudioEncoding number -> 'wav' | 'pcm16' | 'f32' (the CLI's names)."""
+    for name, value in FORMATS.items():
+        if value == encoding:
+            return name
+    return AudioEncoding.Name(encoding)
+
+
+def _sampling_stages(params: tts_pb2.SynthesisParams) -> tuple[common_pb2.SamplingParams, ...]:
+    return params.semantic.sampling, params.coarse.sampling
+
+
+def _greedy(p: tts_pb2.SynthesisParams, v: Any) -> None:
+    for s in _sampling_stages(p):
+        s.greedy = bool(v)
+    p.fine.greedy = bool(v)
+
+
+def _set(path: str) -> Callable[[tts_pb2.SynthesisParams, Any], None]:
+    *parents, leaf = path.split(".")
+
+    def apply(p: tts_pb2.SynthesisParams, v: Any) -> None:
+        msg: Any = p
+        for name in parents:
+            msg = getattr(msg, name)
+        setattr(msg, leaf, v)
+
+    return apply
+
+
+def _both(leaf: str) -> Callable[[tts_pb2.SynthesisParams, Any], None]:
+    def apply(p: tts_pb2.SynthesisParams, v: Any) -> None:
+        for s in _sampling_stages(p):
+            setattr(s, leaf, v)
+
+    return apply
+
+
+# keyword -> (setter, what it means), the single list of friendly parameters (and their docs).
+PARAMS: dict[str, tuple[Callable[[tts_pb2.SynthesisParams, Any], None], str]] = {
+    "greedy": (_greedy, "argmax decoding in all three stages (deterministic; Suno-exact)"),
+    "semantic_temp": (_set("semantic.sampling.temperature"), "semantic temperature (default 0.7)"),
+    "coarse_temp": (_set("coarse.sampling.temperature"), "coarse temperature (default 0.7)"),
+    "fine_temp": (_set("fine.temperature"), "fine temperature (default 0.5)"),
+    "top_k": (_both("top_k"), "top-k for the semantic and coarse stages (default off)"),
+    "top_p": (_both("top_p"), "top-p for the semantic and coarse stages (default off)"),
+    "min_eos_p": (_set("semantic.min_eos_p"), "stop a segment once p(EOS) reaches this (default 0.2)"),
+    "max_duration": (_set("semantic.max_gen_duration_s"), "most seconds of audio per text segment"),
+}
+
+
+def build_params(base: tts_pb2.SynthesisParams | None, kwargs: dict[str, Any]) -> tts_pb2.SynthesisParams:
+    """Apply the friendly keywords (None = leave unset) on a copy of `base`."""
+    params = tts_pb2.SynthesisParams()
+    if base is not None:
+        if not isinstance(base, tts_pb2.SynthesisParams):
+            raise TypeError(f"params: expected barkstream.client.SynthesisParams, got {type(base).__name__}")
+        params.CopyFrom(base)
+    for key, value in kwargs.items():
+        if key not in PARAMS:
+            close = difflib.get_close_matches(key, PARAMS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(PARAMS)}"
+            raise TypeError(f"unexpected keyword argument {key!r}{hint}")
+        if value is None:
+            continue
+        try:
+            PARAMS[key][0](params, value)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{key}={value!r}: {e}") from None
+    return params
+
+
+def build_request(text: str, *, voice: str | None = None, seed: int | None = None, format: Format = None,
+                  sample_rate: int | None = None, chunk_ms: int | None = None, request_id: str | None = None,
+                  params: tts_pb2.SynthesisParams | None = None, **kwargs: Any) -> tts_pb2.SynthesizeRequest:
+    """The request `synthesize`/`stream` send. Server-side rules (ranges, voices) stay server-side."""
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected str, got {type(text).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed={seed!r}: use a non-negative integer (or None for random)")
+    request = tts_pb2.SynthesizeRequest(
+        text=text, voice=voice or "", encoding=parse_format(format), sample_rate_hz=sample_rate or 0,
+        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", params=build_params(params, kwargs))
+    if seed is not None:
+        request.seed = seed
+    return request
