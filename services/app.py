@@ -103,17 +103,19 @@ class App:
         from .semantic.servicer import SemanticServicer
 
         server, h = self.handle.server, self.handle
+        # With the orchestrator in this process, its streams call these stages: they drain after it.
+        inner = self.orchestrated
         if "semantic" in self.stages:
-            self.servicers["semantic"] = s = SemanticServicer(None, h.admission("semantic"), None)
+            self.servicers["semantic"] = s = SemanticServicer(None, h.admission("semantic", inner=inner), None)
             stages_pb2_grpc.add_SemanticServiceServicer_to_server(s, server)
         if "coarse" in self.stages:
-            self.servicers["coarse"] = s = CoarseServicer(None, h.admission("coarse"))
+            self.servicers["coarse"] = s = CoarseServicer(None, h.admission("coarse", inner=inner))
             stages_pb2_grpc.add_CoarseServiceServicer_to_server(s, server)
         if "fine" in self.stages:
-            self.servicers["fine"] = s = FineServicer(None, h.admission("fine"))
+            self.servicers["fine"] = s = FineServicer(None, h.admission("fine", inner=inner))
             stages_pb2_grpc.add_FineServiceServicer_to_server(s, server)
         if "codec" in self.stages:
-            self.servicers["codec"] = s = CodecServicer(None, h.admission("codec"))
+            self.servicers["codec"] = s = CodecServicer(None, h.admission("codec", inner=inner))
             stages_pb2_grpc.add_CodecServiceServicer_to_server(s, server)
         if self.orchestrated:
             from .orchestrator.servicer import OrchestratorLimits, TextToSpeechServicer

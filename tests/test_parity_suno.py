@@ -26,8 +26,7 @@ def reference(tiny_checkpoint):
 
 
 def _ours(synth, text: str, voice: dict | None, max_duration: float | None):
-    prompt = None if voice is None else VoicePrompt(
-        semantic_prompt=voice["semantic_prompt"], coarse_prompt=voice["coarse_prompt"], fine_prompt=voice["fine_prompt"])
+    prompt = None if voice is None else VoicePrompt.from_mapping(voice)
     params = GenerationParams.build(greedy=True, max_duration_s=max_duration)
     result = synth.generate(SynthesisRequest(text, prompt, params, seed=0))
     assert len(result.segments) == 1, "parity texts must fit one segment"

@@ -98,18 +98,27 @@ class ServerHandle:
         self.port: int | None = None
         self._ready = False
         self._admissions: list[Admission] = []
+        self._inner: list[Admission] = []
         self._warmup: asyncio.Task[None] | None = None
         self._drain: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
-    def admission(self, name: str, max_streams: int | None = None) -> Admission:
-        """A new Admission for one servicer; the limit defaults to config.max_concurrent_streams."""
+    def admission(self, name: str, max_streams: int | None = None, *, inner: bool = False) -> Admission:
+        """A new Admission for one servicer; the limit defaults to config.max_concurrent_streams.
+
+        inner: the servicer also serves streams this process opens itself (the stages of the
+        embedded server, called by its own orchestrator). A drain first refuses new streams on
+        the other admissions and keeps inner ones admitting until those are idle, so a stream
+        in flight can still open the stage streams of its later segments.
+        """
         gate = Admission(name, max_streams or self.config.max_concurrent_streams, self.config.retry_after_ms)
         if self._drain is not None:
             gate.start_draining()
         elif self._ready:
             gate.mark_ready()
         self._admissions.append(gate)
+        if inner:
+            self._inner.append(gate)
         return gate
 
     @property
@@ -159,15 +168,22 @@ class ServerHandle:
                  sum(g.active for g in self._admissions), grace)
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
-        for gate in self._admissions:
+        front = [g for g in self._admissions if g not in self._inner]
+        for gate in front:
             gate.start_draining()
         await self.health.shut_down()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         try:
-            await asyncio.wait_for(asyncio.gather(*(g.wait_idle() for g in self._admissions)), grace)
+            await asyncio.wait_for(asyncio.gather(*(g.wait_idle() for g in front)), grace)
+            for gate in self._inner:
+                gate.start_draining()
+            await asyncio.wait_for(asyncio.gather(*(g.wait_idle() for g in self._inner)),
+                                   max(0.0, deadline - loop.time()))
         except TimeoutError:
             log.warning("drain grace over: cancelling %d streams", sum(g.active for g in self._admissions))
+        for gate in self._inner:
+            gate.start_draining()
         await self.server.stop(min(max(0.0, deadline - loop.time()), FINAL_STOP_GRACE_S))
         self._stopped.set()
         log.info("stopped")

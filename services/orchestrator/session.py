@@ -123,14 +123,24 @@ class SynthesisSession:
             await self._run(seg, voice)
             seg.queue.put_nowait(_END)
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Nobody cancelled this task: a stage call was cancelled under it. gRPC cancels a
+            # call whose request iterator raised (the upstream stage failed; `_forward` recorded
+            # why), and reading a locally cancelled call raises CancelledError, not an RpcError.
+            self._fail(RuntimeError("a stage stream was cancelled"))
         except BaseException as e:  # noqa: BLE001 - every failure must reach the reader, or it hangs
-            error = self._failure or e
-            self._failure = error
-            for s in self.segments:
-                s.semantic_done.set()
-                s.codes_done.set()
-                s.queue.put_nowait(error)
+            self._fail(e)
+
+    def _fail(self, error: BaseException) -> None:
+        """Hand the session's first failure to every segment's reader and waiter."""
+        error = self._failure or error
+        self._failure = error
+        for s in self.segments:
+            s.semantic_done.set()
+            s.codes_done.set()
+            s.queue.put_nowait(error)
 
     def _call_kwargs(self) -> dict:
         return {"timeout": self._timeout(), "metadata": self.metadata + (("x-request-id", self.request_id),)}
@@ -217,6 +227,9 @@ class SynthesisSession:
         except grpc.aio.AioRpcError as e:
             self._failure = self._failure or StageFailed(stage, e)
             raise self._failure from None
+        except Exception as e:  # e.g. malformed stage output: recorded, since gRPC only logs it
+            self._failure = self._failure or e
+            raise
         times.ended = time.monotonic()
         if on_end is not None:
             on_end()

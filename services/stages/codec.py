@@ -44,11 +44,19 @@ class CodecStream:
         with self._lock:
             self._closed = True
 
-    def take(self) -> tuple[np.ndarray | None, bool]:
+    def take(self, max_frames: int) -> tuple[np.ndarray | None, bool]:
+        """Up to `max_frames` waiting frames (the rest stay queued) and whether the input has ended.
+
+        Decoding a whole 512-frame fine release at once would hold back its first samples
+        until the last one is done; smaller steps let PCM leave sooner, with identical output.
+        """
         with self._lock:
-            pending, self._pending, closed = self._pending, [], self._closed
-        frames = np.concatenate(pending, axis=1) if pending else None
-        return frames, closed
+            if not self._pending:
+                return None, self._closed
+            frames = np.concatenate(self._pending, axis=1)
+            taken, rest = frames[:, :max_frames], frames[:, max_frames:]
+            self._pending = [rest] if rest.shape[1] else []
+            return taken, self._closed and not self._pending
 
 
 @dataclass
@@ -62,8 +70,9 @@ class _Member:
 class CodecEngine:
     """Streams many requests through one codec. One thread drives it."""
 
-    def __init__(self, codec: Codec, max_batch: int = 8):
+    def __init__(self, codec: Codec, max_batch: int = 8, max_frames_per_step: int = 32):
         self.codec = codec
+        self.max_frames_per_step = max_frames_per_step
         self.decoder = codec.streaming()
         self.max_batch = max_batch
         self.members: list[_Member] = []
@@ -94,7 +103,7 @@ class CodecEngine:
             if m.job.cancelled:
                 m.job.finish()
                 continue
-            frames, closed = m.stream.take()
+            frames, closed = m.stream.take(self.max_frames_per_step)
             if frames is not None and frames.shape[1]:
                 groups.setdefault(frames.shape[1], []).append((m, frames))
             elif closed:
