@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install install-test serve test test-fast lint proto bench clean
+.PHONY: install install-test serve test test-fast lint proto bench clean docker-up docker-down docker-image \
+	test-containers k8s
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +42,22 @@ bench: install-test
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
 	find protos -name '*_pb2*.py*' -delete
+
+# Containers (root, Debian): docker-up installs docker.io, starts dockerd and makes the local base image;
+# docker-image builds the CPU image from the Dockerfile on it (IMAGE=barkstream:cpu; see docs/deploy.md).
+docker-up:
+	bash scripts/ci-docker.sh up
+
+docker-down:
+	bash scripts/ci-docker.sh stop
+
+docker-image:
+	bash scripts/build-image.sh
+
+# The five services as containers, against the in-process result (needs docker-up).
+test-containers: install-test
+	$(BIN)/python -m pytest -m container $(ARGS)
+
+# Render every Kubernetes overlay and validate every object against the Kubernetes schemas.
+k8s: install-test
+	$(BIN)/python -m pytest tests/test_k8s.py $(ARGS)

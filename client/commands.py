@@ -57,9 +57,12 @@ def _connection_args(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     g.add_argument("--token", default=environ.get("BARKSTREAM_TOKEN") or None,
                    help="bearer token (env BARKSTREAM_TOKEN); sent in plain metadata without TLS")
     g.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
-    g.add_argument("--ca", metavar="FILE", help="PEM CA certificate(s) to trust (implies --tls)")
-    g.add_argument("--cert", metavar="FILE", help="client certificate for mutual TLS (with --key)")
-    g.add_argument("--key", metavar="FILE", help="client private key for mutual TLS (with --cert)")
+    g.add_argument("--ca", "--ca-file", dest="ca", metavar="FILE",
+                   help="PEM CA certificate(s) to trust (implies --tls)")
+    g.add_argument("--cert", "--cert-file", dest="cert", metavar="FILE",
+                   help="client certificate for mutual TLS (with --key)")
+    g.add_argument("--key", "--key-file", dest="key", metavar="FILE",
+                   help="client private key for mutual TLS (with --cert)")
     g.add_argument("--server-name", metavar="NAME", help="name to verify in the server's certificate")
     g.add_argument("--timeout", type=_positive_float, metavar="S", help="give up after S seconds")
     g.add_argument("--wait", action="store_true",

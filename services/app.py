@@ -18,6 +18,7 @@ from barkstream.v1 import stages_pb2, stages_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from .common.config import ServerConfig, _help
 from .common.server import ServerHandle, client_channel_options
+from .common.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class ServeConfig:
     device: str = field(default="cpu", metadata=_help("cpu or cuda[:N]"))
     dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16 (transformers)"))
     flash_attn: bool = field(default=False, metadata=_help("use the flash-attn package where it applies"))
+    quantize: str = field(default="none", metadata=_help(
+        "none or int8: weight-only int8 transformer linears (opt-in; faster decode, not token-exact)"))
     max_batch: int = field(default=8, metadata=_help("rows per engine batch"))
     semantic_target: str = field(default="", metadata=_help("orchestrator: semantic address(es); empty: this process"))
     coarse_target: str = field(default="", metadata=_help("orchestrator: coarse address(es)"))
@@ -54,12 +57,39 @@ class ServeConfig:
     max_text_chars: int = field(default=4000, metadata=_help("longest text a request may carry"))
     max_segments: int = field(default=64, metadata=_help("most segments one request may make"))
     max_segment_tokens: int = field(default=48, metadata=_help("text tokens per segment"))
+    max_queued_streams: int = field(default=-1, metadata=_help(
+        "stages: streams that may wait for a batch row beyond --max-batch; more get RESOURCE_EXHAUSTED "
+        "(-1: only --max-concurrent-streams bounds them)"))
+    max_streams_per_client: int = field(default=0, metadata=_help(
+        "orchestrator: Synthesize streams one client (its token, or its host without auth) runs at once; "
+        "0 = no per-client limit"))
+    auth_token_file: str = field(default="", metadata=_help(
+        "orchestrator: require a bearer token listed in this file (one per line)"))
+    auth_token: str = field(default="", repr=False, metadata=_help(
+        "orchestrator: require this bearer token (set it through the environment, not the command line)"))
+    stage_tls_ca_file: str = field(default="", metadata=_help("orchestrator: PEM CA that issued the stages' "
+                                                              "certificates (turns on TLS to the stages)"))
+    stage_tls_cert_file: str = field(default="", metadata=_help(
+        "orchestrator: PEM client certificate shown to the stages (mutual TLS)"))
+    stage_tls_key_file: str = field(default="", metadata=_help("orchestrator: PEM key of --stage-tls-cert-file"))
+    stage_tls_server_name: str = field(default="", metadata=_help(
+        "orchestrator: name to verify in the stages' certificates instead of the target's host"))
+    stage_attempts: int = field(default=3, metadata=_help(
+        "orchestrator: runs of a segment when a stage replica fails mid-stream (1 = no retry)"))
 
     def __post_init__(self) -> None:
         if self.random_checkpoint not in ("", "tiny", "small"):
             raise ValueError(f"random_checkpoint={self.random_checkpoint!r}: use tiny or small")
         if self.max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if self.quantize not in ("none", "int8"):
+            raise ValueError(f"quantize={self.quantize!r}: use none or int8")
+        if self.max_queued_streams < -1:
+            raise ValueError("max_queued_streams must be -1 (unbounded) or more")
+        if self.max_streams_per_client < 0:
+            raise ValueError("max_streams_per_client must be 0 (off) or more")
+        if self.stage_attempts < 1:
+            raise ValueError("stage_attempts must be 1 or more")
 
 
 def checkpoint_dir(cfg: ServeConfig) -> Path:
@@ -81,7 +111,8 @@ def checkpoint_dir(cfg: ServeConfig) -> Path:
 class App:
     """Servicers of one role on one ServerHandle, with their engines started during warm-up."""
 
-    def __init__(self, role: str, serve: ServeConfig, server: ServerConfig):
+    def __init__(self, role: str, serve: ServeConfig, server: ServerConfig, telemetry: Telemetry | None = None):
+        """telemetry: traces and metrics (built by `barkstream serve` from OTEL_* and --metrics-port); default off."""
         if role not in ROLES:
             raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
         self.role = role
@@ -90,11 +121,40 @@ class App:
         self.stages = STAGE_ROLES if role == "all" else ((role,) if role in STAGE_ROLES else ())
         self.orchestrated = role in ("all", "orchestrator")
         names = [SERVICE_NAMES[s] for s in self.stages] + ([SERVICE_NAMES["orchestrator"]] if self.orchestrated else [])
-        self.handle = ServerHandle(server, names)
+        self._internal_token: str | None = None
+        self.telemetry = telemetry or Telemetry()
+        # Telemetry outermost: refused calls get their span and duration too.
+        self.handle = ServerHandle(server, names,
+                                   interceptors=self.telemetry.server_interceptors() + self._front_door(names))
         self.servicers: dict[str, object] = {}
         self.runners: dict = {}
         self.stage_clients = None
         self._register()
+        self.telemetry.watch_streams(lambda: [(a.name, a.active) for a in self.handle.admissions])
+
+    def _front_door(self, names: list[str]) -> list[grpc.aio.ServerInterceptor]:
+        """Token check and per-client limits on every barkstream service an orchestrator serves.
+
+        In the embedded server that includes the stage services on the same port; the
+        orchestrator reaches them with an internal token, everyone else needs a configured one.
+        """
+        if not self.orchestrated:
+            return []
+        from .common.auth import front_door
+
+        cfg = self.serve_config
+        interceptors, self._internal_token = front_door(
+            names, f"/{SERVICE_NAMES['orchestrator']}/Synthesize", token_file=cfg.auth_token_file,
+            token=cfg.auth_token, max_streams_per_client=cfg.max_streams_per_client,
+            retry_after_ms=self.server_config.retry_after_ms, internal=bool(self.stages))
+        return interceptors
+
+    def _stage_limit(self) -> int | None:
+        """Streams a stage admits: what its engine batches plus at most max_queued_streams waiting."""
+        queued = self.serve_config.max_queued_streams
+        if queued < 0:
+            return None
+        return min(self.server_config.max_concurrent_streams, self.serve_config.max_batch + queued)
 
     def _register(self) -> None:
         from .coarse.servicer import CoarseServicer
@@ -104,18 +164,18 @@ class App:
 
         server, h = self.handle.server, self.handle
         # With the orchestrator in this process, its streams call these stages: they drain after it.
-        inner = self.orchestrated
+        inner, limit = self.orchestrated, self._stage_limit()
         if "semantic" in self.stages:
-            self.servicers["semantic"] = s = SemanticServicer(None, h.admission("semantic", inner=inner), None)
+            self.servicers["semantic"] = s = SemanticServicer(None, h.admission("semantic", limit, inner=inner), None)
             stages_pb2_grpc.add_SemanticServiceServicer_to_server(s, server)
         if "coarse" in self.stages:
-            self.servicers["coarse"] = s = CoarseServicer(None, h.admission("coarse", inner=inner))
+            self.servicers["coarse"] = s = CoarseServicer(None, h.admission("coarse", limit, inner=inner))
             stages_pb2_grpc.add_CoarseServiceServicer_to_server(s, server)
         if "fine" in self.stages:
-            self.servicers["fine"] = s = FineServicer(None, h.admission("fine", inner=inner))
+            self.servicers["fine"] = s = FineServicer(None, h.admission("fine", limit, inner=inner))
             stages_pb2_grpc.add_FineServiceServicer_to_server(s, server)
         if "codec" in self.stages:
-            self.servicers["codec"] = s = CodecServicer(None, h.admission("codec", inner=inner))
+            self.servicers["codec"] = s = CodecServicer(None, h.admission("codec", limit, inner=inner))
             stages_pb2_grpc.add_CodecServiceServicer_to_server(s, server)
         if self.orchestrated:
             from .orchestrator.servicer import OrchestratorLimits, TextToSpeechServicer
@@ -123,7 +183,7 @@ class App:
             limits = OrchestratorLimits(self.serve_config.max_text_chars, self.serve_config.max_segments,
                                         self.serve_config.max_segment_tokens)
             self.servicers["orchestrator"] = s = TextToSpeechServicer(None, None, None, h.admission("orchestrator"),
-                                                                      limits)
+                                                                      limits, telemetry=self.telemetry)
             tts_pb2_grpc.add_TextToSpeechServicer_to_server(s, server)
 
     async def warmup(self) -> None:
@@ -161,26 +221,36 @@ class App:
         from .stages.semantic import SemanticEngine
 
         cfg = self.serve_config
-        models = load_stage_models(ckpt, self.stages, ModelOptions(cfg.device, cfg.dtype, cfg.flash_attn))
+        options = ModelOptions(cfg.device, cfg.dtype, cfg.flash_attn, quantize=cfg.quantize)
+        models = load_stage_models(ckpt, self.stages, options)
         engines = {
-            "semantic": lambda: SemanticEngine(models.semantic, cfg.max_batch),
-            "coarse": lambda: CoarseEngine(models.coarse, cfg.max_batch),
-            "fine": lambda: FineEngine(models.fine, cfg.max_batch),
-            "codec": lambda: CodecEngine(models.codec, cfg.max_batch),
+            "semantic": lambda obs: SemanticEngine(models.semantic, cfg.max_batch, observer=obs),
+            "coarse": lambda obs: CoarseEngine(models.coarse, cfg.max_batch, observer=obs),
+            "fine": lambda obs: FineEngine(models.fine, cfg.max_batch, observer=obs),
+            "codec": lambda obs: CodecEngine(models.codec, cfg.max_batch, observer=obs),
         }
         for stage in self.stages:
-            runner = EngineRunner(engines[stage](), stage).start()
+            observer = self.telemetry.stage(stage)
+            runner = EngineRunner(engines[stage](observer), stage, observer=observer).start()
             self.runners[stage] = runner
             self.servicers[stage].runner = runner
 
     def _connect_stages(self) -> None:
+        from .common.auth import bearer_metadata
+        from .common.tls import stage_channel_tls
         from .orchestrator.stage_clients import StageClients
 
         cfg = self.serve_config
         own = f"127.0.0.1:{self.handle.port}"
+        # The embedded server dials its own port: TLS there when the port has it.
+        tls = stage_channel_tls(cfg.stage_tls_ca_file, cfg.stage_tls_cert_file, cfg.stage_tls_key_file,
+                                cfg.stage_tls_server_name,
+                                own_cert_file=self.server_config.tls_cert_file if self.stages else "")
         self.stage_clients = StageClients(
             cfg.semantic_target or own, cfg.coarse_target or own, cfg.fine_target or own, cfg.codec_target or own,
-            options=client_channel_options(self.server_config))
+            options=client_channel_options(self.server_config) + (tls.options() if tls else []),
+            credentials=tls.credentials() if tls else None, call_metadata=bearer_metadata(self._internal_token),
+            max_attempts=cfg.stage_attempts, interceptors=self.telemetry.client_interceptors())
         self.servicers["orchestrator"].stages = self.stage_clients
 
     async def serve(self, handle_signals: bool = True) -> None:

@@ -35,6 +35,8 @@ def register_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-duration", type=float, metavar="SECONDS",
                    help="stop each segment's semantic generation after this many seconds")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: weight-only int8 transformer linears (faster decode; not token-exact)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("-o", "--output", required=True, help="output WAV path")
     p.add_argument("--dump-codes", metavar="NPZ", help="also write semantic/coarse/fine codes to this .npz")
@@ -95,7 +97,8 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
     voice = load_voice(args.voice, ckpt.voices_dir, allow_files=True)
-    models = load_stage_models(ckpt, options=ModelOptions(device=args.device, dtype=args.dtype))
+    options = ModelOptions(device=args.device, dtype=args.dtype, quantize=args.quantize)
+    models = load_stage_models(ckpt, options=options)
     synth = Synthesizer(models, BarkTokenizer.from_dir(ckpt.tokenizer_dir()))
     progress = StageProgress(sys.stderr.isatty())
     try:

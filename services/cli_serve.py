@@ -9,6 +9,7 @@ import os
 
 from .app import ROLES, App, ServeConfig
 from .common.config import ServerConfig, add_dataclass_args, add_server_args, dataclass_from_args
+from .common.telemetry import Telemetry, TelemetryConfig
 
 DEFAULT_PORTS = {"all": 50051, "orchestrator": 50051, "semantic": 50061, "coarse": 50062, "fine": 50063,
                  "codec": 50064}
@@ -21,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="all (embedded, default) or one service for split deployments")
     add_server_args(p)
     add_dataclass_args(p.add_argument_group("model and pipeline"), ServeConfig)
+    add_dataclass_args(p.add_argument_group("observability (traces and OTLP export: the standard OTEL_* "
+                                            "variables, e.g. OTEL_EXPORTER_OTLP_ENDPOINT)"), TelemetryConfig)
     p.add_argument("--log-level", default=os.environ.get("BARKSTREAM_LOG_LEVEL", "INFO"))
     p.set_defaults(func=run_serve)
 
@@ -29,10 +32,16 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = ServerConfig.from_args(args, os.environ, ServerConfig(port=DEFAULT_PORTS[args.role]))
     serve = dataclass_from_args(ServeConfig, args, os.environ)
+    # The OTel SDK reads its OTEL_* variables here, once.
+    telemetry = Telemetry.from_environment(args.role, dataclass_from_args(TelemetryConfig, args, os.environ),
+                                           os.environ)
 
     async def main() -> None:
-        app = App(args.role, serve, server)
+        app = App(args.role, serve, server, telemetry=telemetry)
         await app.serve()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        telemetry.shutdown()  # flush the last spans and metrics
     return 0

@@ -67,8 +67,9 @@ def wait_for_health(target: str, timeout: float = 120.0, failed=lambda: None) ->
 class EmbeddedServer:
     """An App serving on 127.0.0.1 from a background thread with its own event loop."""
 
-    def __init__(self, role: str, serve_config, server_config=None, hold_warmup=None):
-        """hold_warmup: a threading.Event the warm-up waits for (the server stays NOT_SERVING until set)."""
+    def __init__(self, role: str, serve_config, server_config=None, hold_warmup=None, telemetry=None):
+        """hold_warmup: a threading.Event the warm-up waits for (the server stays NOT_SERVING until set).
+        telemetry: a services.common.telemetry.Telemetry for the App (default: off)."""
         import asyncio
         import threading
 
@@ -81,7 +82,7 @@ class EmbeddedServer:
         server_config = server_config or ServerConfig(host="127.0.0.1", port=0, drain_grace_s=5.0)
 
         async def main() -> None:
-            self.app = App(role, serve_config, server_config)
+            self.app = App(role, serve_config, server_config, telemetry=telemetry)
             if hold_warmup is not None:
                 warmup = self.app.warmup
 
@@ -135,7 +136,9 @@ def embedded_server(tiny_checkpoint_dir):
 class ServeProcess:
     """One `barkstream serve ROLE` subprocess on 127.0.0.1, a free port (read from its log), stopped by pid."""
 
-    def __init__(self, role: str, args, log_path) -> None:
+    def __init__(self, role: str, args, log_path, env=None) -> None:
+        """env: variables added to this process's environment (e.g. OTEL_*)."""
+        import os
         import subprocess
         import sys
 
@@ -144,7 +147,8 @@ class ServeProcess:
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "barkstream.client.cli", "serve", role, "--host", "127.0.0.1", "--port", "0",
-             *args], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+             *args], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env})
         self.pid = self.proc.pid
         self.port: int | None = None
         self._terminated = False
@@ -204,14 +208,17 @@ class ServeProcess:
 class SplitCluster:
     """The split deployment: four stage processes and an orchestrator pointed at them."""
 
-    def __init__(self, checkpoint_dir, log_dir, extra_args=()) -> None:
+    def __init__(self, checkpoint_dir, log_dir, extra_args=(), env=None) -> None:
+        """env: {role: {variable: value}} added to that process's environment."""
         ckpt = ["--checkpoint", str(checkpoint_dir), *extra_args]
+        env = env or {}
         self.procs: dict[str, ServeProcess] = {}
         try:
             for role in ("semantic", "coarse", "fine", "codec"):
-                self.procs[role] = ServeProcess(role, ckpt, log_dir / f"{role}.log")
+                self.procs[role] = ServeProcess(role, ckpt, log_dir / f"{role}.log", env.get(role))
             targets = [f"--{role}-target={p.target}" for role, p in self.procs.items()]
-            self.procs["orchestrator"] = ServeProcess("orchestrator", [*ckpt, *targets], log_dir / "orchestrator.log")
+            self.procs["orchestrator"] = ServeProcess("orchestrator", [*ckpt, *targets], log_dir / "orchestrator.log",
+                                                      env.get("orchestrator"))
             for p in self.procs.values():
                 p.wait_serving()
         except BaseException:

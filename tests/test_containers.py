@@ -12,6 +12,7 @@ since .ci/run starts the engine (scripts/ci-docker.sh) and they must run there.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import stat
 import subprocess
@@ -33,7 +34,7 @@ from barkstream.v1 import tts_pb2  # noqa: E402
 
 from .service_helpers import ONE_SEGMENT, THREE_SEGMENTS, VOICE, offline_synthesis, synth_request  # noqa: E402
 
-pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "local/debian:bookworm")
@@ -83,7 +84,7 @@ def image(docker_client) -> str:
         _unavailable(f"base image {BASE_IMAGE} missing: scripts/ci-docker.sh makes it (debootstrap + docker import)")
     name = "barkstream:cpu"
     # Layer caching makes this a few seconds when .ci/run (make docker-image) has built it already.
-    proc = subprocess.run([str(ROOT / "scripts" / "build-image.sh")], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-image.sh")], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "IMAGE": name, "BASE_IMAGE": BASE_IMAGE}, timeout=1500)
     assert proc.returncode == 0, f"image build failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}"
     return name
@@ -223,6 +224,8 @@ def _synthesize(cluster: Cluster, request, timeout: float = 120.0, on_header=Non
         return _read(tts_pb2_grpc.TextToSpeechStub(channel).Synthesize(request, timeout=timeout), on_header)
 
 
+@pytest.mark.container
+@pytest.mark.slow
 @pytest.mark.parametrize(("text", "voice", "segments"), [(THREE_SEGMENTS, VOICE, 3), (ONE_SEGMENT, "", 1)],
                          ids=["3seg-voice", "1seg-no-voice"])
 def test_synthesize_through_containers_equals_in_process(cluster, reference, text, voice, segments):
@@ -236,6 +239,8 @@ def test_synthesize_through_containers_equals_in_process(cluster, reference, tex
     assert float(np.max(np.abs(audio - expected))) < 1e-4
 
 
+@pytest.mark.container
+@pytest.mark.slow
 def test_containers_run_non_root_with_healthy_healthchecks(cluster):
     for role, c in cluster.containers.items():
         wrapped = c.get_wrapped_container()
@@ -257,13 +262,16 @@ def test_containers_run_non_root_with_healthy_healthchecks(cluster):
     assert not pending, f"not healthy: {sorted(pending)}"
 
 
+@pytest.mark.container
+@pytest.mark.slow
 def test_stopping_coarse_mid_stream_gives_unavailable_then_recovers(cluster, reference):
     """`docker stop` of the coarse container during a stream: the client gets UNAVAILABLE within seconds;
     once coarse is started again and SERVING, the next request succeeds with the same audio as before.
 
-    The stop is sent when the stream's header arrives. Coarse then works for seconds on this request
-    (3 segments of up to 20 s: ~4-5 s of coarse work on a quiet 2-core machine, more under load), and drains
-    with a 1 s grace (BARKSTREAM_DRAIN_GRACE_S) before cancelling what is still in flight.
+    The stop is sent when the stream's header arrives, while coarse has seconds of work left on this request
+    (3 segments of up to 20 s: ~4-5 s of coarse work on a quiet 2-core machine, more under load). On SIGTERM
+    coarse drains: it refuses new streams at once (this request's later segments) and cancels what is still
+    in flight after a 1 s grace (BARKSTREAM_DRAIN_GRACE_S); either way the client must see UNAVAILABLE.
     """
     coarse = cluster.containers["coarse"].get_wrapped_container()
     stopped_at: list[float] = []
@@ -284,9 +292,9 @@ def test_stopping_coarse_mid_stream_gives_unavailable_then_recovers(cluster, ref
 
     coarse.start()
     cluster.wait_serving("coarse")
-    # The orchestrator's channel to coarse saw connections refused while coarse was down and is in gRPC's
-    # reconnect backoff (1 s, x1.6, jittered): until it reconnects (about a second or two after coarse is
-    # SERVING) a new stream fails fast with UNAVAILABLE, which tells the client to try again. Try as a
+    # The orchestrator's channel to coarse may have seen connections refused while coarse was down and be in
+    # gRPC's reconnect backoff (1 s, x1.6, jittered): until it reconnects (a second or two after coarse is
+    # SERVING) a new stream would fail fast with UNAVAILABLE, which tells a client to try again. Try as a
     # client would, for a bounded time; the request that gets through must be whole and exact.
     deadline = time.monotonic() + 20.0
     attempts = 0
@@ -301,3 +309,87 @@ def test_stopping_coarse_mid_stream_gives_unavailable_then_recovers(cluster, ref
             time.sleep(0.25)
     expected = reference(ONE_SEGMENT, VOICE).audio
     assert audio.shape == expected.shape and float(np.max(np.abs(audio - expected))) < 1e-4, attempts
+    print(f"UNAVAILABLE {failed_after:.1f} s after the stop; served again on attempt {attempts} after SERVING")
+
+
+# ------------------------------------------------------------------ without an engine: the image's recipe
+
+
+def _healthcheck_module():
+    spec = importlib.util.spec_from_file_location("barkstream_healthcheck", ROOT / "scripts" / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dockerfile_is_multi_stage_on_a_base_argument_non_root_with_a_grpc_healthcheck():
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0].startswith("ARG BASE_IMAGE=")
+    froms = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+    assert lines[froms[0]] == "FROM ${BASE_IMAGE} AS base" and len(froms) >= 3
+    final = lines[froms[-1]:]
+    assert f"USER {NON_ROOT_UID}:{NON_ROOT_UID}" in final
+    assert any(line.startswith("HEALTHCHECK") for line in final)
+    assert any("healthcheck.py" in line for line in final)
+    assert 'ENTRYPOINT ["barkstream"]' in final
+    copies = " ".join(line for line in lines if line.startswith(("COPY", "ADD")))
+    for baked in ("checkpoint", ".bin", ".safetensors", ".pt", "huggingface"):
+        assert baked not in copies, f"the checkpoint is mounted, never copied in ({baked})"
+
+
+def test_healthcheck_finds_the_port_from_the_command():
+    hc = _healthcheck_module()
+    entry = ["/opt/barkstream/bin/python", "/opt/barkstream-app/bin/barkstream"]
+    assert hc.port_from_command([*entry, "serve", "coarse"]) == PORTS["coarse"]
+    assert hc.port_from_command([*entry, "serve"]) == 50051
+    assert hc.port_from_command([*entry, "serve", "--log-level", "INFO", "codec"]) == PORTS["codec"]
+    assert hc.port_from_command([*entry, "serve", "fine", "--port", "7000"]) == 7000
+    assert hc.port_from_command([*entry, "serve", "fine", "--port=7001"]) == 7001
+    assert hc.port_from_command(["sh"]) is None
+
+
+def test_healthcheck_asks_grpc_health(embedded_server):
+    hc = _healthcheck_module()
+    assert hc.main(["--port", str(embedded_server.port)]) == 0
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    assert hc.main(["--port", str(free), "--timeout", "0.5"]) == 1
+
+
+def test_healthcheck_speaks_tls_and_mutual_tls(tmp_path, monkeypatch):
+    """With TLS on the server (what the k8s tls component turns on), probes run this script over TLS."""
+    import shutil
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=coarse",
+                    "-addext", "subjectAltName=DNS:coarse", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    hc = _healthcheck_module()
+    for mutual in (False, True):
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        servicer = health.HealthServicer()
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())],
+                                            root_certificates=cert.read_bytes() if mutual else None,
+                                            require_client_auth=mutual)
+        port = server.add_secure_port("127.0.0.1:0", creds)
+        server.start()
+        try:
+            monkeypatch.setenv("BARKSTREAM_TLS_CERT_FILE", str(cert))
+            monkeypatch.setenv("BARKSTREAM_TLS_KEY_FILE", str(key))
+            monkeypatch.setenv("BARKSTREAM_HEALTHCHECK_SERVER_NAME", "coarse")
+            monkeypatch.setenv("BARKSTREAM_HEALTHCHECK_CA_FILE", str(cert))
+            if mutual:
+                monkeypatch.setenv("BARKSTREAM_TLS_CLIENT_CA_FILE", str(cert))
+            assert hc.main(["--port", str(port)]) == 0, mutual
+            assert hc.main(["--port", str(port), "--server-name", "fine", "--timeout", "1"]) == 1, "name is checked"
+        finally:
+            server.stop(None)

@@ -13,6 +13,10 @@ import numpy as np
 
 from . import constants as C
 
+# Below this, logits / temperature overflows float32 (a subnormal temperature makes the softmax
+# NaN); such temperatures are argmax in all but name: use greedy.
+MIN_TEMPERATURE = 1e-4
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -24,8 +28,9 @@ class SamplingParams:
     def validate(self, name: str = "sampling") -> None:
         """Reject values that would make the softmax or the filters meaningless."""
         if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature) \
-                or self.temperature <= 0:
-            raise ValueError(f"{name} temperature must be a finite number > 0, got {self.temperature}")
+                or self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"{name} temperature must be a finite number >= {MIN_TEMPERATURE:g} "
+                             f"(for argmax set greedy), got {self.temperature}")
         if self.top_k is not None and not (1 <= self.top_k <= 100_000):
             raise ValueError(f"{name} top_k must be between 1 and 100000 when set, got {self.top_k}")
         if self.top_p is not None and not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
@@ -61,6 +66,10 @@ class CoarseParams:
             raise ValueError(f"max_coarse_history must be in [60, 630], got {self.max_coarse_history}")
         if self.sliding_window_len < 1 or self.max_coarse_history + self.sliding_window_len > 768:
             raise ValueError("sliding_window_len must be >= 1 and max_coarse_history + sliding_window_len <= 768")
+        if self.sliding_window_len % 2:
+            # Windows interleave the two codebooks; the streaming stage emits each window as whole frames.
+            raise ValueError(f"sliding_window_len must be even (a window is whole 2-codebook frames), "
+                             f"got {self.sliding_window_len}")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from ..common.admission import Admission
 from ..common.bridge import JobBridge
 from ..common.status import abort_on_error
 from ..common.streaming import first_message, start_reader
+from ..common.telemetry import annotate
 from ..stages.coarse import CoarseRequest, CoarseStream
 from ..stages.runner import EngineRunner
 
@@ -36,6 +37,7 @@ class CoarseServicer(stages_pb2_grpc.CoarseServiceServicer):
             cfg = (await first_message(request_iterator, "config")).config
             core = request_from_pb(cfg)
             stream = CoarseStream(core)
+            annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
             bridge = JobBridge()
             self.runner.submit(bridge.job, lambda: self.runner.engine.attach(bridge.job, stream, core.seed))
             reader = start_reader(request_iterator, bridge, "semantic",

@@ -12,6 +12,7 @@ from ..common.admission import Admission
 from ..common.bridge import JobBridge
 from ..common.status import abort_on_error
 from ..common.streaming import first_message, start_reader
+from ..common.telemetry import annotate
 from ..stages.codec import CodecStream
 from ..stages.runner import EngineRunner
 
@@ -25,6 +26,7 @@ class CodecServicer(stages_pb2_grpc.CodecServiceServicer):
         async with self.admission.slot(context), abort_on_error(context, where="codec stage"):
             cfg = (await first_message(request_iterator, "config")).config
             stream = CodecStream()
+            annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
             bridge = JobBridge()
             self.runner.submit(bridge.job, lambda: self.runner.engine.attach(bridge.job, stream))
             reader = start_reader(request_iterator, bridge, "fine",

@@ -122,6 +122,10 @@ class ServerConfig:
         default=0, metadata=_help("close connections after this long so clients rebalance (0 = never)"))
     max_connection_age_grace_ms: int = field(
         default=0, metadata=_help("time streams get to finish after max_connection_age (0 = unlimited)"))
+    tls_cert_file: str = field(default="", metadata=_help("PEM certificate chain: serve TLS (with --tls-key-file)"))
+    tls_key_file: str = field(default="", metadata=_help("PEM private key of --tls-cert-file"))
+    tls_client_ca_file: str = field(default="", metadata=_help(
+        "PEM CA: require client certificates it issued (mutual TLS; stages behind an orchestrator)"))
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -138,6 +142,10 @@ class ServerConfig:
                      "max_connection_age_ms", "max_connection_age_grace_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: use 0 or more")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file: give both (TLS) or neither (plaintext)")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (mutual TLS is TLS)")
 
     @property
     def address(self) -> str:

@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from barkstream.services.common.admission import Admission
 from barkstream.services.common.config import ServerConfig
 from barkstream.services.common.health import Health
+from barkstream.services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,14 @@ class ServerHandle:
     Construct it inside the running event loop (grpc.aio binds the server to it).
     """
 
-    def __init__(self, config: ServerConfig, service_names: Sequence[str]) -> None:
+    def __init__(self, config: ServerConfig, service_names: Sequence[str],
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+        """interceptors: e.g. the orchestrator's authentication (auth.FrontDoorInterceptor)."""
         self.config = config
         self.service_names = tuple(service_names)
-        self.server = grpc.aio.server(options=server_options(config))
+        # Read the certificates now: a bad path fails the start, not the first request.
+        self.credentials = server_credentials(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        self.server = grpc.aio.server(options=server_options(config), interceptors=list(interceptors) or None)
         self.health = Health(self.service_names)
         self.port: int | None = None
         self._ready = False
@@ -137,10 +142,13 @@ class ServerHandle:
             (*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME),
             self.server)
-        self.port = self.server.add_insecure_port(self.config.address)
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(self.config.address)
+        else:
+            self.port = self.server.add_secure_port(self.config.address, self.credentials)
         await self.server.start()
-        log.info("listening on %s (port %d), NOT_SERVING until warm-up completes",
-                 self.config.address, self.port)
+        log.info("listening on %s (port %d) over %s, NOT_SERVING until warm-up completes", self.config.address,
+                 self.port, _transport(self.config))
         return self.port
 
     async def warm_up(self, warmup: Warmup | None = None) -> None:
@@ -236,6 +244,12 @@ class ServerHandle:
             if not self._stopped.is_set():
                 with contextlib.suppress(Exception):
                     await self.stop_now()
+
+
+def _transport(config: ServerConfig) -> str:
+    if config.tls_client_ca_file:
+        return "mutual TLS: client certificates required"
+    return "TLS" if config.tls_cert_file else "plaintext"
 
 
 async def run_server(config: ServerConfig, register: Register, service_names: Sequence[str],

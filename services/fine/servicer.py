@@ -11,6 +11,7 @@ from ..common.admission import Admission
 from ..common.bridge import JobBridge
 from ..common.status import abort_on_error
 from ..common.streaming import first_message, start_reader
+from ..common.telemetry import annotate
 from ..stages.fine import FineRequest, FineStream
 from ..stages.runner import EngineRunner
 
@@ -31,6 +32,7 @@ class FineServicer(stages_pb2_grpc.FineServiceServicer):
             cfg = (await first_message(request_iterator, "config")).config
             core = request_from_pb(cfg)
             stream = FineStream(core)
+            annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
             bridge = JobBridge()
             self.runner.submit(bridge.job, lambda: self.runner.engine.attach(bridge.job, stream, core.seed))
             reader = start_reader(request_iterator, bridge, "coarse",

@@ -18,8 +18,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attend
+from .attention import attend, attend_kvcache, flash_attn_available, flash_kvcache_applies
 from .config import GPTConfig
+
+
+@dataclass(frozen=True)
+class Step:
+    """How one forward call addresses the cache (shared by every layer).
+
+    start: every row writes positions start..start+T-1 (no mask). Otherwise rows have their own
+    positions: keys 0..kv_len-1 are read and `mask` (B, 1, T, kv_len) marks each query's own prefix.
+    """
+
+    start: int | None = None
+    kv_len: int = 0
+    mask: torch.Tensor | None = None
+
+    @classmethod
+    def per_row(cls, pos: torch.Tensor, kv_len: int) -> Step:
+        keys = torch.arange(kv_len, device=pos.device)  # (kv_len,)
+        return cls(None, kv_len, keys[None, None, None, :] <= pos[:, None, :, None])  # (B, 1, T, kv_len)
 
 
 class LayerNorm(nn.Module):
@@ -32,6 +50,13 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+def cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """The KV cache's dtype for a model in `dtype`: float32 on CPU, where PyTorch's 16-bit attention
+    kernels read the cache several times slower than its float32 ones (the keys and values are
+    rounded to 16 bits either way: only the attention arithmetic is wider); `dtype` elsewhere."""
+    return torch.float32 if torch.device(device).type == "cpu" else dtype
 
 
 @dataclass
@@ -67,29 +92,31 @@ class CausalSelfAttention(nn.Module):
         self.use_flash_attn = False  # set by GPT.set_flash_attn, never by the environment
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, layer_kv: tuple[torch.Tensor, torch.Tensor],
-                uniform_start: int | None) -> torch.Tensor:
+                step: Step) -> torch.Tensor:
         B, T, C = x.shape  # (B, T, C)
         q, k, v = self.att_proj(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         cache_k, cache_v = layer_kv  # (B, H, T_max, D)
-        if uniform_start is not None:
+        if cache_k.dtype != q.dtype:  # a float32 cache under 16-bit weights (CPU, see cache_dtype)
+            q, k, v = q.to(cache_k.dtype), k.to(cache_k.dtype), v.to(cache_k.dtype)
+        if T == 1 and flash_kvcache_applies(q, self.use_flash_attn):
+            y = attend_kvcache(q, k, v, cache_k, cache_v, pos[:, 0])  # writes the cache itself
+        elif step.start is not None:
             # All rows at the same positions: plain slices, no mask (the common batch-1 case).
-            cache_k[:, :, uniform_start:uniform_start + T] = k
-            cache_v[:, :, uniform_start:uniform_start + T] = v
-            end = uniform_start + T
-            y = attend(q, cache_k[:, :, :end], cache_v[:, :, :end], causal_offset=uniform_start,
+            start = step.start
+            cache_k[:, :, start:start + T] = k
+            cache_v[:, :, start:start + T] = v
+            end = start + T
+            y = attend(q, cache_k[:, :, :end], cache_v[:, :, :end], causal_offset=start,
                        use_flash_attn=self.use_flash_attn)
         else:
             index = pos[:, None, :, None].expand(B, self.n_head, T, C // self.n_head)  # (B, H, T, D)
             cache_k.scatter_(2, index, k)
             cache_v.scatter_(2, index, v)
-            end = int(pos.max()) + 1
-            keys = torch.arange(end, device=x.device)
-            mask = keys[None, None, None, :] <= pos[:, None, :, None]  # (B, 1, T, end)
-            y = attend(q, cache_k[:, :, :end], cache_v[:, :, :end], mask=mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+            y = attend(q, cache_k[:, :, :step.kv_len], cache_v[:, :, :step.kv_len], mask=step.mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C).to(x.dtype)  # (B, T, C)
         return self.out_proj(y)
 
 
@@ -113,8 +140,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, layer_kv: tuple[torch.Tensor, torch.Tensor],
-                uniform_start: int | None) -> torch.Tensor:
-        x = x + self.attn(self.layernorm_1(x), pos, layer_kv, uniform_start)
+                step: Step) -> torch.Tensor:
+        x = x + self.attn(self.layernorm_1(x), pos, layer_kv, step)
         x = x + self.mlp(self.layernorm_2(x))
         return x
 
@@ -132,7 +159,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.output_vocab_size, bias=False)
 
     def set_flash_attn(self, enabled: bool) -> None:
-        """Use the flash-attn package's kernels (GPU, half precision) where they apply."""
+        """Use the flash-attn package's kernels (GPU, half precision) where they apply; SDPA if it is not installed."""
+        enabled = enabled and flash_attn_available()  # checked once here, not per call
         for block in self.layers:
             block.attn.use_flash_attn = enabled
 
@@ -147,29 +175,99 @@ class GPT(nn.Module):
         start: int | None = None,
         pos: torch.Tensor | None = None,
         last: torch.Tensor | None = None,
+        kv_len: int | None = None,
     ) -> torch.Tensor:
         """Run new tokens through the model, writing their keys/values into `cache`.
 
         embeds: (B, T, C) token embeddings (callers build them, so the semantic
         stage can sum text and history embeddings). Positions are either
         `start` (every row at start..start+T-1: no mask, the fast path) or
-        `pos` (B, T) per row. last: (B,) index into T whose logits are wanted
-        (default T-1). Returns logits (B, V) in float32.
+        `pos` (B, T) per row, attending to the first `kv_len` cache slots
+        (default max(pos) + 1, which costs a device sync: callers that know it
+        pass it). last: (B,) index into T whose logits are wanted (default
+        T-1). Returns logits (B, V) in float32.
         """
         B, T, _ = embeds.shape
-        uniform_start = start
         if pos is None:
             assert start is not None, "give start or pos"
             pos = torch.arange(start, start + T, device=embeds.device).expand(B, T)  # (B, T)
+            step = Step(start=start)
+        else:
+            step = Step.per_row(pos, int(pos.max()) + 1 if kv_len is None else kv_len)
         x = embeds + self.position_embeds_layer(pos)  # (B, T, C)
         for i, block in enumerate(self.layers):
-            x = block(x, pos, (cache.k[i], cache.v[i]), uniform_start)
+            x = block(x, pos, (cache.k[i], cache.v[i]), step)
         if last is None:
             x = x[:, -1]  # (B, C)
         else:
             x = x[torch.arange(B, device=x.device), last]  # (B, C)
         x = self.layernorm_final(x)
         return self.lm_head(x).float()  # (B, V)
+
+
+class StaticDecoder:
+    """Decode steps with static shapes over the first rows of one KVCache, as CUDA graphs on a GPU.
+
+    A step for n rows runs as a bucket of b >= n rows (the next power of two, at most the cache's
+    batch) attending to the first kv cache slots (max position + 1 rounded up to `kv_bucket`; the
+    whole cache with flash-attn's KV-cache kernel, which reads only each row's prefix). Padding
+    rows feed token 0 at position 0 of cache rows that are free (engines keep live rows first),
+    which the next prefill there overwrites. With `graphs` on CUDA each (b, kv) shape is captured
+    once and replayed: one launch per step, no host work between its kernels. Elsewhere the same
+    static step runs eagerly (what the CPU tests compare with the dynamic path).
+    The returned logits are a view of a static buffer: valid until the next call.
+    """
+
+    def __init__(self, model: GPT, cache: KVCache, graphs: bool = True, kv_bucket: int = 128):
+        self.model, self.cache, self.kv_bucket = model, cache, kv_bucket
+        rows, device = cache.k.shape[1], cache.k.device
+        self.batch_buckets = sorted({min(1 << i, rows) for i in range(rows.bit_length() + 1)})
+        self.ids = torch.zeros(rows, 1, dtype=torch.long, device=device)  # (B_max, 1)
+        self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # (B_max,)
+        self.graphs = graphs and device.type == "cuda"
+        probe = cache.k[0, :1, :1, :1, :1]  # the dtype and device the attention runs in
+        self.flash = flash_kvcache_applies(probe, model.layers[0].attn.use_flash_attn)
+        self.captured: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
+
+    def shape(self, n: int, kv_len: int) -> tuple[int, int]:
+        """The (rows, cache slots) bucket a step of n rows needing kv_len slots runs as."""
+        b = next(b for b in self.batch_buckets if b >= n)
+        if self.flash:
+            return b, self.cache.max_len
+        return b, min(self.cache.max_len, -(-kv_len // self.kv_bucket) * self.kv_bucket)
+
+    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """ids: (n, 1) last tokens, pos: (n,) their positions, kv_len > max(pos) -> logits (n, V)."""
+        n = ids.shape[0]
+        b, kv = self.shape(n, kv_len)
+        self.ids[:n].copy_(ids)
+        self.ids[n:b].zero_()
+        self.pos[:n].copy_(pos)
+        self.pos[n:b].zero_()
+        if not self.graphs:
+            return self._step(b, kv)[:n]
+        graph, out = self.captured.get((b, kv)) or self._capture(b, kv)
+        graph.replay()
+        return out[:n]
+
+    def _step(self, b: int, kv: int) -> torch.Tensor:
+        view = KVCache(self.cache.k[:, :b], self.cache.v[:, :b])
+        return self.model(self.model.embed(self.ids[:b]), view, pos=self.pos[:b, None], kv_len=kv)  # (b, V)
+
+    def _capture(self, b: int, kv: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        # Warm up on a side stream (CUDA's rule before capture). It is this very step: it writes the
+        # same keys/values the replay writes, so running it once more changes nothing.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._step(b, kv)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self._step(b, kv)
+        self.captured[(b, kv)] = (graph, out)
+        return graph, out
 
 
 def param_bytes(model: nn.Module) -> int:

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 QUANTIZE_MODES = ("none", "int8")
+PACK_MIN_FEATURES = 256  # smaller matrices sit in cache anyway: packing would only change the rounding
 
 
 def packing_available() -> bool:
@@ -87,14 +88,16 @@ class Int8Linear(nn.Module):
         return self.weight.numel() + self.scales.numel() * self.scales.element_size()
 
 
-def prepare_linears(model: nn.Module, quantize: str = "none", pack: bool = True) -> nn.Module:
+def prepare_linears(model: nn.Module, quantize: str = "none", pack: bool = True,
+                    min_pack_features: int = PACK_MIN_FEATURES) -> nn.Module:
     """Swap every `nn.Linear` of `model` (in place) for its inference format; returns `model`.
 
     quantize="int8": `Int8Linear` everywhere (CPU or CUDA). Otherwise, on CPU
-    with `pack` and oneDNN available, float32/bfloat16 linears become
-    `PackedLinear`; anything else is left as it is. Tied weights (the fine
-    model's heads share the input embeddings) are copied, not untied: the
-    embedding keeps its plain weight.
+    with `pack` and oneDNN available, float32/bfloat16 linears with both sides
+    at least `min_pack_features` become `PackedLinear` (bark-small's all are;
+    the tiny test models' stay plain); anything else is left as it is. Tied
+    weights (the fine model's heads share the input embeddings) are copied,
+    not untied: the embedding keeps its plain weight.
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -102,7 +105,8 @@ def prepare_linears(model: nn.Module, quantize: str = "none", pack: bool = True)
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear:
                 continue
-            new = _convert(child, quantize, pack)
+            big = min(child.in_features, child.out_features) >= min_pack_features
+            new = _convert(child, quantize, pack and big)
             if new is not None:
                 setattr(parent, name, new)
     return model

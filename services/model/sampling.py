@@ -58,6 +58,11 @@ def draw_many(probs: torch.Tensor, params: SamplingParams, generator: torch.Gene
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+def batchable(params: SamplingParams) -> bool:
+    """Greedy without filters: the choice is one argmax, which engines batch over rows on the device."""
+    return params.greedy and params.top_k is None and params.top_p is None
+
+
 def make_generator(seed: int | None, stream: int, device: torch.device | str = "cpu") -> torch.Generator | None:
     """A per-request generator; `stream` separates the stages so each has its own sequence."""
     if seed is None:

@@ -23,6 +23,7 @@ from ..common.admission import Admission
 from ..common.audio import AudioEncoder, resolve_format
 from ..common.errors import InvalidRequest
 from ..common.status import abort_on_error
+from ..common.telemetry import Telemetry, annotate
 from .session import StageFailed, SynthesisSession
 from .stage_clients import StageClients
 
@@ -41,8 +42,10 @@ class OrchestratorLimits:
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     def __init__(self, stages: StageClients, tokenizer: BarkTokenizer, voices: VoiceLibrary,
-                 admission: Admission, limits: OrchestratorLimits = OrchestratorLimits()):
+                 admission: Admission, limits: OrchestratorLimits = OrchestratorLimits(),
+                 telemetry: Telemetry | None = None):
         self.stages = stages
+        self.telemetry = telemetry or Telemetry()
         self.tokenizer = tokenizer
         self.voices = voices
         self.admission = admission
@@ -74,14 +77,17 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             params = convert.generation_params_from_pb(request.params)
             voice = self.voices.load(request.voice) if request.voice else None
             segment_ids = self._segments(request.text)
-            request_id = request.request_id or uuid.uuid4().hex
+            request_id = _request_id(request.request_id) or uuid.uuid4().hex
+            annotate(request_id=request_id, voice=request.voice or None, segments=len(segment_ids),
+                     text_chars=len(request.text), encoding=fmt.encoding.name, sample_rate_hz=fmt.sample_rate_hz)
             encoder = AudioEncoder(fmt)
             yield tts_pb2.SynthesizeResponse(header=tts_pb2.StreamHeader(
                 request_id=request_id, encoding=fmt.encoding.value, sample_rate_hz=fmt.sample_rate_hz, channels=1,
                 segment_count=len(segment_ids), chunk_duration_ms=fmt.chunk_duration_ms,
                 samples_per_chunk=fmt.samples_per_chunk, container_header=encoder.header(), voice=request.voice))
             session = SynthesisSession(self.stages, request_id, segment_ids, voice, params,
-                                       convert.seed_from_pb(request), context.time_remaining())
+                                       convert.seed_from_pb(request), context.time_remaining(),
+                                       tracer=self.telemetry.tracer)
             sequence = 0
             first_audio: float | None = None
             try:
@@ -95,7 +101,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                         sequence += 1
             except StageFailed as e:
                 code = e.code if e.code in _STAGE_CODES else grpc.StatusCode.UNAVAILABLE
-                await context.abort(code, str(e))
+                await context.abort(code, str(e), trailing_metadata=e.trailing)
             wall = time.monotonic() - started
             audio_s = encoder.samples_out / fmt.sample_rate_hz
             summary = tts_pb2.SynthesisSummary(
@@ -103,6 +109,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 segment_count=len(segment_ids), chunk_count=sequence,
                 time_to_first_audio_ms=0.0 if first_audio is None else (first_audio - started) * 1000,
                 wall_ms=wall * 1000, real_time_factor=wall / audio_s if audio_s else 0.0)
+            self.telemetry.synthesis_done(None if first_audio is None else first_audio - started,
+                                          wall / audio_s if audio_s else None, audio_s)
             for stage, index, t in session.stage_timings():
                 if t.ended is not None:
                     summary.stage_timings.add(
@@ -121,6 +129,16 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 continue
             out.voices.add(name=name, language=language)
         return out
+
+
+MAX_REQUEST_ID_LEN = 128
+
+
+def _request_id(value: str) -> str:
+    """The caller's request id, if it can travel as gRPC metadata (printable ASCII) to the stages and logs."""
+    if len(value) > MAX_REQUEST_ID_LEN or not all(" " <= c <= "~" for c in value):
+        raise InvalidRequest(f"request_id must be at most {MAX_REQUEST_ID_LEN} printable ASCII characters")
+    return value
 
 
 def _language(name: str) -> str:

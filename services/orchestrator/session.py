@@ -7,11 +7,15 @@ stream has ended (its semantic then overlaps segment i's coarse/fine/codec);
 without a voice, segments after the first wait for the first one's codes,
 which become their voice (Suno's long-form method). Audio leaves in segment
 order. No torch here: the orchestrator only moves tokens.
+
+When a stage replica fails, the segment's whole chain runs again on other replicas and the
+client's stream continues where it was, without gap or duplicate (recovery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -24,19 +28,16 @@ from barkstream.v1 import common_pb2, stages_pb2
 from ..bark.params import GenerationParams, long_form_prompt, segment_seed
 from ..bark.voices import VoicePrompt
 from ..common import convert
+from ..common.telemetry import segment_span
 from .params_pb import coarse_params_to_pb, fine_params_to_pb, semantic_params_to_pb
-from .stage_clients import StageClients
+from .recovery import SegmentAttempt, StageFailed, choose_replicas, describe, fine_reference, request_seed
+from .stage_clients import STAGES, StageClients
+
+__all__ = ["SegmentCodes", "StageFailed", "SynthesisSession"]
+
+log = logging.getLogger(__name__)
 
 _END = object()
-
-
-class StageFailed(Exception):
-    """A stage stream failed; carries which stage and the gRPC error."""
-
-    def __init__(self, stage: str, error: grpc.aio.AioRpcError):
-        super().__init__(f"{stage} stage: {error.details() or error.code().name}")
-        self.stage = stage
-        self.code = error.code()
 
 
 @dataclass
@@ -62,6 +63,7 @@ class SegmentRun:
     semantic_done: asyncio.Event = field(default_factory=asyncio.Event)
     codes_done: asyncio.Event = field(default_factory=asyncio.Event)
     times: dict[str, StageTimes] = field(default_factory=dict)
+    sent: int = 0  # PCM samples handed to the reader (the client has them, or will)
 
 
 class SynthesisSession:
@@ -75,12 +77,15 @@ class SynthesisSession:
         seed: int | None,
         timeout: float | None,
         metadata: Sequence[tuple[str, str]] = (),
+        tracer=None,
     ):
         self.stages = stages
+        self.tracer = tracer  # telemetry: a span per segment, parent of its stage calls' client spans
         self.request_id = request_id
         self.voice = voice
         self.params = params
-        self.seed = seed
+        # Never None: a retried segment must reproduce the tokens of its failed run.
+        self.seed = request_seed(seed)
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.metadata = tuple(metadata)
         self.segments = [SegmentRun(i, ids) for i, ids in enumerate(segment_ids)]
@@ -120,18 +125,64 @@ class SynthesisSession:
                 await first.codes_done.wait()
                 voice = long_form_prompt(np.concatenate(first.codes.semantic or [np.zeros(0, np.int64)]),
                                          _cat(first.codes.coarse, 2), _cat(first.codes.fine, 8))
-            await self._run(seg, voice)
+            with segment_span(self.tracer, seg.index, text_tokens=len(seg.token_ids),
+                              long_form_voice=self.voice is None and seg.index > 0):
+                await self._segment_with_retries(seg, voice)
             seg.queue.put_nowait(_END)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            # Nobody cancelled this task: a stage call was cancelled under it. gRPC cancels a
-            # call whose request iterator raised (the upstream stage failed; `_forward` recorded
-            # why), and reading a locally cancelled call raises CancelledError, not an RpcError.
-            self._fail(RuntimeError("a stage stream was cancelled"))
         except BaseException as e:  # noqa: BLE001 - every failure must reach the reader, or it hangs
+            task = asyncio.current_task()
+            if isinstance(e, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise
             self._fail(e)
+
+    async def _segment_with_retries(self, seg: SegmentRun, voice: VoicePrompt | None) -> None:
+        """Run the segment's chain; on a retryable stage failure, again on other replicas."""
+        excluded: dict[str, set[int]] = {stage: set() for stage in STAGES}
+        failure: BaseException | None = None
+        for number in range(1, self.stages.max_attempts + 1):
+            try:
+                replicas = await choose_replicas(self.stages, excluded)
+            except StageFailed:
+                if failure is None:
+                    raise
+                raise failure from None  # no replica left to retry on: the failure says why
+            if failure is not None:
+                log.warning("request %s segment %d: %s; rerunning the segment on other replicas (attempt %d of "
+                            "%d), skipping %d samples already sent", self.request_id, seg.index, describe(failure),
+                            number, self.stages.max_attempts, seg.sent)
+            attempt = self._attempt(number, seg, replicas)
+            try:
+                await self._run(seg, voice, attempt)
+                return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # Nobody cancelled this task: a stage call was cancelled under it. gRPC cancels a
+                # call whose request iterator raised (the upstream stage failed; `_forward` recorded
+                # why), and reading a locally cancelled call raises CancelledError, not an RpcError.
+                failure = attempt.fail(RuntimeError("a stage stream was cancelled"))
+            except Exception as e:  # noqa: BLE001 - classified below
+                failure = attempt.fail(e)
+            finally:
+                attempt.cancel()  # free the surviving stages' slots of this run at once
+            if (not isinstance(failure, StageFailed) or not failure.retryable
+                    or number == self.stages.max_attempts or self._timeout() == 0.0):
+                raise failure
+            replica = attempt.replicas[failure.stage]
+            if failure.code is not grpc.StatusCode.RESOURCE_EXHAUSTED:  # a full replica is healthy, just busy
+                self.stages.targets[failure.stage].mark_failed(replica, self.stages.cooldown_s)
+            excluded[failure.stage].add(replica.index)
+            failure.replica = replica.address
+
+    def _attempt(self, number: int, seg: SegmentRun, replicas: dict) -> SegmentAttempt:
+        """A run of `seg` that resumes after what the client has and matches earlier codes."""
+        complete = seg.codes_done.is_set()  # then later segments may already use these codes as their voice
+        reference = fine_reference(seg.codes.fine) if number > 1 and (seg.sent or complete) else None
+        if not complete:
+            seg.codes = SegmentCodes()
+        return SegmentAttempt(number, replicas, skip=seg.sent, reference=reference,
+                              record=None if complete else seg.codes)
 
     def _fail(self, error: BaseException) -> None:
         """Hand the session's first failure to every segment's reader and waiter."""
@@ -143,9 +194,10 @@ class SynthesisSession:
             s.queue.put_nowait(error)
 
     def _call_kwargs(self) -> dict:
-        return {"timeout": self._timeout(), "metadata": self.metadata + (("x-request-id", self.request_id),)}
+        return {"timeout": self._timeout(),
+                "metadata": self.metadata + self.stages.call_metadata + (("x-request-id", self.request_id),)}
 
-    async def _run(self, seg: SegmentRun, voice: VoicePrompt | None) -> None:
+    async def _run(self, seg: SegmentRun, voice: VoicePrompt | None, attempt: SegmentAttempt) -> None:
         rid, i = self.request_id, seg.index
         seed = segment_seed(self.seed, i)
         seed_kw = {} if seed is None else {"seed": seed}
@@ -155,7 +207,7 @@ class SynthesisSession:
         if voice is not None:
             convert.array_to_pb(voice.semantic_prompt, sem_req.history)
         seg.times["semantic"] = StageTimes(time.monotonic())
-        sem_call = self.stages.semantic().Generate(sem_req, **self._call_kwargs())
+        sem_call = attempt.track(attempt.stub("semantic").Generate(sem_req, **self._call_kwargs()))
         self._calls.append(sem_call)
 
         coarse_cfg = stages_pb2.CoarseConfig(request_id=rid, segment_index=i,
@@ -173,41 +225,47 @@ class SynthesisSession:
         def on_fine_end() -> None:
             seg.codes_done.set()
 
-        coarse_in = self._forward("semantic", sem_call, seg, seg.codes.semantic, on_semantic_end,
+        coarse_in = self._forward("semantic", sem_call, seg, attempt, on_semantic_end,
                                   lambda: stages_pb2.CoarseGenerateRequest(config=coarse_cfg),
                                   lambda chunk: stages_pb2.CoarseGenerateRequest(semantic=chunk),
                                   lambda end: stages_pb2.CoarseGenerateRequest(end=end))
         seg.times["coarse"] = StageTimes(time.monotonic())
-        coarse_call = self.stages.coarse().Generate(coarse_in, **self._call_kwargs())
+        coarse_call = attempt.track(attempt.stub("coarse").Generate(coarse_in, **self._call_kwargs()))
         self._calls.append(coarse_call)
-        fine_in = self._forward("coarse", coarse_call, seg, seg.codes.coarse, None,
+        fine_in = self._forward("coarse", coarse_call, seg, attempt, None,
                                 lambda: stages_pb2.FineGenerateRequest(config=fine_cfg),
                                 lambda chunk: stages_pb2.FineGenerateRequest(coarse=chunk),
                                 lambda end: stages_pb2.FineGenerateRequest(end=end))
         seg.times["fine"] = StageTimes(time.monotonic())
-        fine_call = self.stages.fine().Generate(fine_in, **self._call_kwargs())
+        fine_call = attempt.track(attempt.stub("fine").Generate(fine_in, **self._call_kwargs()))
         self._calls.append(fine_call)
         codec_cfg = stages_pb2.CodecConfig(request_id=rid, segment_index=i)
-        codec_in = self._forward("fine", fine_call, seg, seg.codes.fine, on_fine_end,
+        codec_in = self._forward("fine", fine_call, seg, attempt, on_fine_end,
                                  lambda: stages_pb2.CodecDecodeRequest(config=codec_cfg),
                                  lambda chunk: stages_pb2.CodecDecodeRequest(fine=chunk),
                                  lambda end: stages_pb2.CodecDecodeRequest(end=end))
         seg.times["codec"] = times = StageTimes(time.monotonic())
-        codec_call = self.stages.codec().Decode(codec_in, **self._call_kwargs())
+        codec_call = attempt.track(attempt.stub("codec").Decode(codec_in, **self._call_kwargs()))
         self._calls.append(codec_call)
         try:
             async for resp in codec_call:
                 if resp.HasField("chunk"):
                     if times.first_output is None:
                         times.first_output = time.monotonic()
-                    seg.queue.put_nowait(convert.pcm_from_bytes(resp.chunk.pcm))
+                    pcm = attempt.fresh(convert.pcm_from_bytes(resp.chunk.pcm))
+                    if len(pcm):
+                        seg.queue.put_nowait(pcm)
+                        seg.sent += len(pcm)
                 elif resp.HasField("end"):
                     times.ended = time.monotonic()
         except grpc.aio.AioRpcError as e:
-            raise self._failure or StageFailed("codec", e) from None
+            raise attempt.fail(StageFailed("codec", e)) from None
 
-    async def _forward(self, stage, call, seg, record, on_end, config, wrap, end):
-        """Relay one stage's output chunks as the next stage's input stream (config first, end last)."""
+    async def _forward(self, stage, call, seg, attempt: SegmentAttempt, on_end, config, wrap, end):
+        """Relay one stage's output chunks as the next stage's input stream (config first, end last).
+
+        Each chunk is recorded (and, on a rerun, checked) through `attempt`.
+        """
         times = seg.times[stage]
         yield config()
         sequence = offset = 0
@@ -217,7 +275,7 @@ class SynthesisSession:
                     array = convert.array_from_pb(resp.chunk.tokens, f"{stage} output")
                     if times.first_output is None:
                         times.first_output = time.monotonic()
-                    record.append(array)
+                    attempt.observe(stage, array)
                     yield wrap(convert.token_chunk(array, request_id=self.request_id, segment_index=seg.index,
                                                    sequence_number=sequence, offset=offset))
                     sequence += 1
@@ -225,10 +283,9 @@ class SynthesisSession:
                 elif resp.HasField("end"):
                     break
         except grpc.aio.AioRpcError as e:
-            self._failure = self._failure or StageFailed(stage, e)
-            raise self._failure from None
+            raise attempt.fail(StageFailed(stage, e)) from None
         except Exception as e:  # e.g. malformed stage output: recorded, since gRPC only logs it
-            self._failure = self._failure or e
+            attempt.fail(e)
             raise
         times.ended = time.monotonic()
         if on_end is not None:

@@ -12,6 +12,7 @@ from ..common.admission import Admission
 from ..common.bridge import JobBridge
 from ..common.errors import InvalidRequest
 from ..common.status import abort_on_error
+from ..common.telemetry import annotate
 from ..stages.runner import EngineRunner
 from ..stages.semantic import SemanticRequest
 
@@ -41,6 +42,8 @@ class SemanticServicer(stages_pb2_grpc.SemanticServiceServicer):
     async def Generate(self, request: stages_pb2.SemanticGenerateRequest, context: grpc.aio.ServicerContext):
         async with self.admission.slot(context), abort_on_error(context, where="semantic stage"):
             core = request_from_pb(request, self.tokenizer)
+            annotate(request_id=request.request_id, segment_index=request.segment_index,
+                     text_tokens=len(core.text_ids), history_tokens=0 if core.history is None else len(core.history))
             bridge = JobBridge()
             self.runner.submit(bridge.job, lambda: self.runner.engine.add(bridge.job, core))
             chunk_size = max(1, request.chunk_size)

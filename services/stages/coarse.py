@@ -21,9 +21,10 @@ import torch
 
 from ..bark import constants as C
 from ..bark.params import CoarseParams
-from ..model.gpt import GPT, KVCache
-from ..model.sampling import draw, make_generator, probabilities
+from ..model.gpt import GPT, KVCache, StaticDecoder, cache_dtype
+from ..model.sampling import batchable, draw, make_generator, probabilities
 from .jobs import Job
+from .observe import NULL_OBSERVER, StageObserver
 
 RATIO = C.SEMANTIC_TO_COARSE_RATIO
 
@@ -180,14 +181,23 @@ class _Member:
 
 
 class CoarseEngine:
-    """Batches the windows of all open streams over one preallocated cache. One thread drives it."""
+    """Batches the windows of all open streams over one preallocated cache. One thread drives it.
 
-    def __init__(self, model: GPT, max_batch: int = 8):
+    As in the semantic engine: last tokens stay on the device, greedy rows are chosen in one
+    batched op, and on CUDA the decode step replays a CUDA graph unless `cuda_graphs` is False.
+    """
+
+    def __init__(self, model: GPT, max_batch: int = 8, cuda_graphs: bool = True,
+                 observer: StageObserver | None = None):
         self.model = model
         self.max_batch = max_batch
+        self.observer = observer or NULL_OBSERVER  # telemetry: a span per window and per prefill
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.cache = KVCache.allocate(model.config, max_batch, model.config.block_size, self.device, self.dtype)
+        self.cache = KVCache.allocate(model.config, max_batch, model.config.block_size, self.device,
+                                      cache_dtype(self.dtype, self.device))
+        self.decoder = StaticDecoder(model, self.cache) if cuda_graphs and self.device.type == "cuda" else None
+        self.last = torch.zeros(max_batch, 1, dtype=torch.long, device=self.device)  # (B_max, 1)
         self.rows: list[_Row] = []
         self.members: list[_Member] = []  # every open stream, whether or not it has a window running
 
@@ -220,6 +230,7 @@ class CoarseEngine:
         if index != last:
             self.cache.k[:, index] = self.cache.k[:, last]
             self.cache.v[:, index] = self.cache.v[:, last]
+            self.last[index] = self.last[last]
             self.rows[index] = self.rows[last]
         self.rows.pop()
 
@@ -264,45 +275,78 @@ class CoarseEngine:
         return False
 
     def _prefill(self, starting: list[tuple[_Member, Window]]) -> None:
+        for m, w in starting:
+            self.observer.open(m.job, "window", first_step=w.first_step, steps=w.n_steps)
+        spans = self.observer.begin("prefill", [m.job for m, _ in starting])
         lengths = [len(w.ids) for _, w in starting]
         T = max(lengths)
         ids = np.full((len(starting), T), C.COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)
         for i, (_, w) in enumerate(starting):
             ids[i, : len(w.ids)] = w.ids  # right padding: never attended by the real positions
-        tmp = KVCache.allocate(self.model.config, len(starting), T, self.device, self.dtype)
+        first, b = len(self.rows), len(starting)
+        rows = KVCache(self.cache.k[:, first:first + b], self.cache.v[:, first:first + b])  # free rows
         emb = self.model.embed(torch.from_numpy(ids).to(self.device))  # (b, T, C)
         last = torch.tensor([n - 1 for n in lengths], device=self.device)
-        logits = self.model(emb, tmp, start=0, last=last)  # (b, V)
-        first = len(self.rows)
-        self.cache.k[:, first:first + len(starting), :, :T] = tmp.k
-        self.cache.v[:, first:first + len(starting), :, :T] = tmp.v
+        logits = self.model(emb, rows, start=0, last=last)  # (b, V)
         for (m, w), n in zip(starting, lengths, strict=True):
             self.rows.append(_Row(m.job, m.stream, m.generator, w, position=n))
-        self._advance(list(range(first, first + len(starting))), logits)
+        self._advance(list(range(first, first + b)), logits)
+        self.observer.end(spans)
 
     def _decode(self) -> None:
         n = len(self.rows)
-        last = torch.tensor([r.tokens[-1] for r in self.rows], device=self.device)[:, None]  # (n, 1)
+        self.observer.step("decode", n)
         positions = [r.position for r in self.rows]
-        view = KVCache(self.cache.k[:, :n], self.cache.v[:, :n])
-        emb = self.model.embed(last)  # (n, 1, C)
-        if all(p == positions[0] for p in positions):
-            logits = self.model(emb, view, start=positions[0])
+        if self.decoder is not None:
+            logits = self.decoder(self.last[:n], torch.tensor(positions, device=self.device), max(positions) + 1)
         else:
-            logits = self.model(emb, view, pos=torch.tensor(positions, device=self.device)[:, None])
+            view = KVCache(self.cache.k[:, :n], self.cache.v[:, :n])
+            emb = self.model.embed(self.last[:n])  # (n, 1, C)
+            if all(p == positions[0] for p in positions):
+                logits = self.model(emb, view, start=positions[0])
+            else:
+                pos = torch.tensor(positions, device=self.device)[:, None]  # (n, 1)
+                logits = self.model(emb, view, pos=pos, kv_len=max(positions) + 1)
         for r in self.rows:
             r.position += 1
         self._advance(list(range(n)), logits)
 
     def _advance(self, indices: list[int], logits: torch.Tensor) -> None:
+        rows = [self.rows[i] for i in indices]
+        starts = [logit_range(r.window.first_step + len(r.tokens))[0] for r in rows]
+        if all(batchable(r.stream.params.sampling) for r in rows):
+            temps = [r.stream.params.sampling.temperature for r in rows]
+            tokens = greedy_coarse_tokens(logits, starts, temps)  # (n,)
+            host = tokens.tolist()  # the step's one read-back
+        else:
+            host = []
+            for k, (row, lo) in enumerate(zip(rows, starts, strict=True)):
+                probs = probabilities(logits[k, lo:lo + C.CODEBOOK_SIZE], row.stream.params.sampling)  # (1024,)
+                host.append(draw(probs, row.stream.params.sampling, row.generator) + lo)
+            tokens = torch.tensor(host, device=self.device)
+        self.last[indices[0]:indices[-1] + 1, 0] = tokens  # indices are consecutive rows
         done = []
-        for k, i in enumerate(indices):
-            row = self.rows[i]
-            lo, hi = logit_range(row.window.first_step + len(row.tokens))
-            probs = probabilities(logits[k, lo:hi], row.stream.params.sampling)  # (1024,)
-            row.tokens.append(draw(probs, row.stream.params.sampling, row.generator) + lo)
+        for i, row, token in zip(indices, rows, host, strict=True):
+            row.tokens.append(token)
             if len(row.tokens) == row.window.n_steps:
                 row.job.emit(row.stream.accept(row.tokens))
+                self.observer.emitted(row.job, len(row.tokens))
+                self.observer.close(row.job, tokens=len(row.tokens))
                 done.append(i)
         for i in sorted(done, reverse=True):
             self._drop_row(i)
+
+
+def greedy_coarse_tokens(logits: torch.Tensor, starts: list[int], temps: list[float]) -> torch.Tensor:
+    """Greedy coarse choice for every row at once: logits (n, V) -> vocabulary ids (n,).
+
+    Row k picks within its codebook's slice [starts[k], starts[k] + 1024), with the same tempered
+    softmax and argmax as one row alone.
+    """
+    dev = logits.device
+    lo = torch.tensor(starts, device=dev)  # (n,)
+    cols = lo[:, None] + torch.arange(C.CODEBOOK_SIZE, device=dev)  # (n, 1024)
+    sliced = logits.float().gather(1, cols)  # (n, 1024)
+    t = torch.tensor(temps, device=dev, dtype=torch.float32)
+    probs = torch.softmax(sliced / t[:, None], dim=-1)  # (n, 1024)
+    return torch.argmax(probs, dim=-1) + lo

@@ -17,6 +17,7 @@ from ..bark import constants as C
 from ..model.codec import Codec
 from ..model.codec_stream import StreamState
 from .jobs import Job
+from .observe import NULL_OBSERVER, StageObserver
 
 
 class CodecStream:
@@ -70,8 +71,10 @@ class _Member:
 class CodecEngine:
     """Streams many requests through one codec. One thread drives it."""
 
-    def __init__(self, codec: Codec, max_batch: int = 8, max_frames_per_step: int = 32):
+    def __init__(self, codec: Codec, max_batch: int = 8, max_frames_per_step: int = 32,
+                 observer: StageObserver | None = None):
         self.codec = codec
+        self.observer = observer or NULL_OBSERVER  # telemetry: a span per decoded chunk
         self.max_frames_per_step = max_frames_per_step
         self.decoder = codec.streaming()
         self.max_batch = max_batch
@@ -121,6 +124,7 @@ class CodecEngine:
 
     def _decode(self, items: list[tuple[_Member, np.ndarray]]) -> None:
         self.last_batch_size = max(self.last_batch_size, len(items))
+        spans = self.observer.begin("decode", [m.job for m, _ in items], frames=items[0][1].shape[1])
         codes = torch.from_numpy(np.stack([f for _, f in items]))  # (b, 8, t)
         state = StreamState.concat([m.state for m, _ in items])
         pcm, lengths, state = self.decoder.step(codes, state)  # (b, n)
@@ -128,6 +132,8 @@ class CodecEngine:
             m.state = state.select([i])
             m.stream.frames_in += frames.shape[1]
             self._emit(m, pcm[i, : lengths[i]])
+            self.observer.emitted(m.job, frames.size)
+        self.observer.end(spans)
 
     def _finish(self, m: _Member) -> None:
         pcm, lengths = self.decoder.flush(m.state)

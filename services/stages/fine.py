@@ -19,8 +19,9 @@ import torch
 from ..bark import constants as C
 from ..bark.params import FineParams
 from ..model.fine import FineGPT
-from ..model.sampling import draw_many, make_generator
+from ..model.sampling import batchable, draw_many, make_generator
 from .jobs import Job
+from .observe import NULL_OBSERVER, StageObserver
 
 W, S = C.FINE_WINDOW, C.FINE_STRIDE
 
@@ -132,9 +133,10 @@ class _Member:
 class FineEngine:
     """Runs the ready windows of every open stream together. One thread drives it."""
 
-    def __init__(self, model: FineGPT, max_batch: int = 8):
+    def __init__(self, model: FineGPT, max_batch: int = 8, observer: StageObserver | None = None):
         self.model = model
         self.max_batch = max_batch
+        self.observer = observer or NULL_OBSERVER  # telemetry: a span per batched window
         self.device = next(model.parameters()).device
         self.members: list[_Member] = []
         self.last_batch_size = 0
@@ -178,18 +180,28 @@ class FineEngine:
         self.last_batch_size = len(ready)
         if not ready:
             return False
+        spans = self.observer.begin("window", [m.job for m, _ in ready])
         columns = self.run_windows([(m.stream.buffer[w.start:w.start + W], w.rel, m) for m, w in ready])
         for (m, w), cols in zip(ready, columns, strict=True):
             frames = m.stream.complete(w, cols)
             if frames.shape[1]:
                 m.job.emit(frames)
+                self.observer.emitted(m.job, frames.size)
+        self.observer.end(spans)
         return True
 
     def run_windows(self, windows: list[tuple[np.ndarray, int, _Member]]) -> list[np.ndarray]:
         """Predict codebooks 2..7 of each (W, 8) window from column `rel` on, one codebook at a time."""
         batch = torch.from_numpy(np.stack([w for w, _, _ in windows])).to(self.device)  # (b, W, 8)
+        greedy = all(batchable(m.stream.params.sampling) for _, _, m in windows)
+        if greedy:  # every window's argmax in one op; columns before a window's `rel` are kept
+            rel = torch.tensor([r for _, r, _ in windows], device=self.device)
+            keep = torch.arange(W, device=self.device)[None, :] < rel[:, None]  # (b, W)
         for nn in range(C.N_COARSE_CODEBOOKS, C.N_FINE_CODEBOOKS):
             logits = self.model(nn, batch)[:, :, : C.CODEBOOK_SIZE]  # (b, W, 1024)
+            if greedy:
+                batch[:, :, nn] = torch.where(keep, batch[:, :, nn], torch.argmax(logits, dim=-1))
+                continue
             for b, (_, rel, m) in enumerate(windows):
                 params = m.stream.params.sampling
                 if params.greedy:

@@ -22,6 +22,9 @@ class Job:
         self._sink = sink
         self._on_finish = on_finish
         self._done = threading.Event()
+        # Telemetry of this job (set by a StageObserver when it is submitted; see observe.py):
+        # the context its engine spans are parented to; told when the job finishes.
+        self.trace: Any = None
 
     def emit(self, chunk: Any) -> None:
         self.chunks.append(chunk)
@@ -32,6 +35,8 @@ class Job:
         if self._done.is_set():
             return
         self.error = error
+        if self.trace is not None:
+            self.trace.finished(error)
         self._done.set()
         if self._on_finish is not None:
             self._on_finish(error)

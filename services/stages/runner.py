@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .jobs import Job
+from .observe import NULL_OBSERVER, StageObserver
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,10 @@ class Engine(Protocol):
 
 
 class EngineRunner:
-    def __init__(self, engine: Engine, name: str, idle_wait_s: float = 0.05):
+    def __init__(self, engine: Engine, name: str, idle_wait_s: float = 0.05, observer: StageObserver | None = None):
+        """observer: telemetry told of each submitted job (in the caller's trace context)."""
         self.engine = engine
+        self.observer = observer or NULL_OBSERVER
         self.name = name
         self.idle_wait_s = idle_wait_s
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -52,6 +55,7 @@ class EngineRunner:
 
     def submit(self, job: Job, add: Callable[[], object]) -> None:
         """Run `add` on the engine thread; if it raises, the job fails instead of waiting forever."""
+        self.observer.submitted(job)
         def run() -> None:
             try:
                 add()

@@ -7,6 +7,7 @@ it would get alone (its own positions, its own generator).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,9 +16,10 @@ import torch
 
 from ..bark import constants as C
 from ..bark.params import SemanticParams
-from ..model.gpt import GPT, KVCache
-from ..model.sampling import draw, make_generator, probabilities
+from ..model.gpt import GPT, KVCache, StaticDecoder, cache_dtype
+from ..model.sampling import batchable, draw, make_generator, probabilities
 from .jobs import Job
+from .observe import NULL_OBSERVER, StageObserver
 
 PREFIX_LEN = C.MAX_TEXT_TOKENS + C.MAX_SEMANTIC_HISTORY_TOKENS + 1  # 513 input ids
 MERGED_LEN = PREFIX_LEN - C.MAX_TEXT_TOKENS  # 257 positions after summing text and history
@@ -57,14 +59,23 @@ class SemanticEngine:
     """Continuous batching over one preallocated KV cache of `max_batch` rows.
 
     Not thread-safe: one thread calls `add` / `cancel` / `step` (the runner).
+    Each row's last token stays on the device (`last`), greedy rows are chosen
+    there in one batched op, and a step reads back one small tensor. On CUDA
+    the decode step is a CUDA graph replay (`StaticDecoder`, bucketed batch
+    sizes) unless `cuda_graphs` is False.
     """
 
-    def __init__(self, model: GPT, max_batch: int = 8):
+    def __init__(self, model: GPT, max_batch: int = 8, cuda_graphs: bool = True,
+                 observer: StageObserver | None = None):
         self.model = model
         self.max_batch = max_batch
+        self.observer = observer or NULL_OBSERVER  # telemetry: spans per prefill, per row's decode
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.cache = KVCache.allocate(model.config, max_batch, model.config.block_size, self.device, self.dtype)
+        self.cache = KVCache.allocate(model.config, max_batch, model.config.block_size, self.device,
+                                      cache_dtype(self.dtype, self.device))
+        self.decoder = StaticDecoder(model, self.cache) if cuda_graphs and self.device.type == "cuda" else None
+        self.last = torch.zeros(max_batch, 1, dtype=torch.long, device=self.device)  # (B_max, 1)
         self.rows: list[_Row] = []
         self.pending: list[tuple[Job, SemanticRequest]] = []
 
@@ -93,6 +104,7 @@ class SemanticEngine:
         if index != last:
             self.cache.k[:, index] = self.cache.k[:, last]
             self.cache.v[:, index] = self.cache.v[:, last]
+            self.last[index] = self.last[last]
             self.rows[index] = self.rows[last]
         self.rows.pop()
 
@@ -119,44 +131,51 @@ class SemanticEngine:
         return True
 
     def _prefill(self, admitted: list[tuple[Job, SemanticRequest]]) -> None:
+        spans = self.observer.begin("prefill", [job for job, _ in admitted])
         ids = torch.from_numpy(np.stack([build_input(r.text_ids, r.history) for _, r in admitted]))
         ids = ids.to(self.device)  # (b, 513)
         emb = self.model.embed(ids)  # (b, 513, C)
         merged = torch.cat([emb[:, :256] + emb[:, 256:512], emb[:, 512:]], dim=1)  # (b, 257, C)
-        tmp = KVCache.allocate(self.model.config, len(admitted), MERGED_LEN, self.device, self.dtype)
-        logits = self.model(merged, tmp, start=0)  # (b, V)
-        first = len(self.rows)
-        self.cache.k[:, first:first + len(admitted), :, :MERGED_LEN] = tmp.k
-        self.cache.v[:, first:first + len(admitted), :, :MERGED_LEN] = tmp.v
-        for (job, req), _ in zip(admitted, range(len(admitted)), strict=True):
+        first, b = len(self.rows), len(admitted)
+        rows = KVCache(self.cache.k[:, first:first + b], self.cache.v[:, first:first + b])  # free rows
+        logits = self.model(merged, rows, start=0)  # (b, V)
+        for job, req in admitted:
             gen = make_generator(req.seed, stream=0, device=self.device)
             self.rows.append(_Row(job, req.params, gen))
-        self._advance(list(range(first, first + len(admitted))), logits)
+        self._advance(list(range(first, first + b)), logits)
+        self.observer.end(spans, then="decode")
 
     def _decode(self) -> None:
         n = len(self.rows)
-        last = torch.tensor([r.tokens[-1] for r in self.rows], device=self.device)[:, None]  # (n, 1)
+        self.observer.step("decode", n)
         positions = [r.position for r in self.rows]
-        view = KVCache(self.cache.k[:, :n], self.cache.v[:, :n])
-        emb = self.model.embed(last)  # (n, 1, C)
-        if all(p == positions[0] for p in positions):
-            logits = self.model(emb, view, start=positions[0])
+        if self.decoder is not None:
+            pos = torch.tensor(positions, device=self.device)  # (n,)
+            logits = self.decoder(self.last[:n], pos, max(positions) + 1)
         else:
-            pos = torch.tensor(positions, device=self.device)[:, None]  # (n, 1)
-            logits = self.model(emb, view, pos=pos)
+            view = KVCache(self.cache.k[:, :n], self.cache.v[:, :n])
+            emb = self.model.embed(self.last[:n])  # (n, 1, C)
+            if all(p == positions[0] for p in positions):
+                logits = self.model(emb, view, start=positions[0])
+            else:
+                pos = torch.tensor(positions, device=self.device)[:, None]  # (n, 1)
+                logits = self.model(emb, view, pos=pos, kv_len=max(positions) + 1)
         for r in self.rows:
             r.position += 1
         self._advance(list(range(n)), logits)
 
     def _advance(self, indices: list[int], logits: torch.Tensor) -> None:
         """Sample one token for each row in `indices` from its logits (len(indices), V)."""
+        tokens, host = self._choose([self.rows[i].params for i in indices],
+                                    [self.rows[i].generator for i in indices], logits)
+        self.last[indices[0]:indices[-1] + 1, 0] = tokens  # indices are consecutive rows
         finished = []
-        for k, i in enumerate(indices):
+        for i, (token, stop) in zip(indices, host, strict=True):
             row = self.rows[i]
-            token, stop = next_semantic_token(logits[k], row.params, row.generator)
             if not stop:
                 row.tokens.append(token)
                 row.job.emit(np.array([token], dtype=np.int64))
+                self.observer.emitted(row.job, 1)
                 row.duration_s += 1 / C.SEMANTIC_RATE_HZ
                 limit = row.params.max_gen_duration_s
                 if (limit is not None and row.duration_s > limit) or len(row.tokens) >= C.MAX_SEMANTIC_TOKENS:
@@ -166,6 +185,35 @@ class SemanticEngine:
                 finished.append(i)
         for i in sorted(finished, reverse=True):
             self._drop(i)
+
+    def _choose(self, params: list[SemanticParams], generators: list, logits: torch.Tensor
+                ) -> tuple[torch.Tensor, list[tuple[int, bool]]]:
+        """Tokens (n,) on the device and (token, stop) per row on the host; greedy rows in one batched op."""
+        if all(batchable(p.sampling) for p in params):
+            tokens, stops = greedy_semantic_tokens(logits, params)
+            host = torch.stack([tokens, stops.long()], dim=1).tolist()  # the step's one read-back
+            return tokens, [(t, bool(s)) for t, s in host]
+        chosen = [next_semantic_token(logits[k], p, g) for k, (p, g) in enumerate(zip(params, generators, strict=True))]
+        return torch.tensor([t for t, _ in chosen], device=logits.device), chosen
+
+
+def greedy_semantic_tokens(logits: torch.Tensor, params: list[SemanticParams]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`next_semantic_token` for greedy rows, batched on the device: logits (n, V) -> tokens (n,), stops (n,).
+
+    The same arithmetic row by row (tempered softmax over 10000 tokens + EOS, argmax), so a row's
+    token does not depend on the others; rows that may not stop early get EOS at -inf.
+    """
+    dev = logits.device
+    eos = logits[:, C.SEMANTIC_EOS_TOKEN:C.SEMANTIC_EOS_TOKEN + 1].float()  # (n, 1)
+    allow = torch.tensor([p.allow_early_stop for p in params], device=dev)  # (n,)
+    eos = torch.where(allow[:, None], eos, torch.full_like(eos, -math.inf))
+    relevant = torch.cat([logits[:, : C.SEMANTIC_VOCAB_SIZE].float(), eos], dim=1)  # (n, 10001)
+    temps = torch.tensor([p.sampling.temperature for p in params], device=dev, dtype=torch.float32)
+    probs = torch.softmax(relevant / temps[:, None], dim=-1)  # (n, 10001)
+    tokens = torch.argmax(probs, dim=-1)  # (n,)
+    min_eos = torch.tensor([math.inf if p.min_eos_p is None else p.min_eos_p for p in params], device=dev)
+    stops = allow & ((tokens == C.SEMANTIC_VOCAB_SIZE) | (probs[:, -1] >= min_eos))
+    return tokens, stops
 
 
 def next_semantic_token(

@@ -1,0 +1,42 @@
+"""`python -m benchmarks [stages|service|all] [--quick] [--checkpoint DIR] [--threads N]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("which", nargs="?", default="all", choices=["all", "stages", "service"])
+    p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in all)")
+    p.add_argument("--checkpoint", type=Path, help="a bark-small-sized checkpoint directory "
+                                                   "(default: a random one under ~/.cache/barkstream/random-small)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
+    p.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from .common import random_small_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoint = random_small_checkpoint(args.checkpoint)
+    t0 = time.perf_counter()
+    if args.which in ("all", "stages"):
+        from . import stages
+
+        stages.main(checkpoint, args.quick, with_hf=not args.no_hf)
+    if args.which in ("all", "service"):
+        from . import service
+
+        service.main(checkpoint, args.quick, threads=args.threads)
+    print(f"\nbenchmarks done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

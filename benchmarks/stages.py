@@ -1,0 +1,408 @@
+"""Stage benchmark: decode steps, per-stage throughput and end-to-end time, against transformers.
+
+Everything runs in this process on the random bark-small checkpoint (real
+sizes, random weights), greedy, with a voice preset of that checkpoint:
+
+1. decode step at batch 1 (the semantic model, ~250..500 cached positions):
+   ours float32 / bfloat16 / int8 weight-only, transformers float32, and the
+   weight-streaming floor (bytes of weights one step reads / read bandwidth of
+   this machine, measured between the steps);
+2. end to end (semantic -> coarse -> fine -> codec), batch 1 and batch 8,
+   every stage timed: tokens/s, frames/s, wall seconds per audio second;
+   transformers on the same token counts, and token agreement of every
+   variant with float32 (ours) and of ours with transformers;
+3. continuous batching: 8 requests of different lengths through one engine
+   against the same 8 one at a time (semantic; coarse in full mode), and a
+   short request arriving while a long one runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from barkstream.services.bark import constants as C
+from barkstream.services.bark.params import CoarseParams, FineParams, SamplingParams, SemanticParams
+from barkstream.services.model.quant import linear_weight_bytes
+from barkstream.services.stages.coarse import CoarseEngine, CoarseRequest
+from barkstream.services.stages.fine import FineEngine, FineRequest
+from barkstream.services.stages.jobs import Job
+from barkstream.services.stages.models import ModelOptions, StageModels, load_stage_models
+from barkstream.services.stages.semantic import SemanticEngine, SemanticRequest
+
+from .common import Table, interleaved, machine, median, read_bandwidth, rss_mb, write_report
+
+VARIANTS = {
+    "fp32": ModelOptions(dtype="float32"),
+    "bf16": ModelOptions(dtype="bfloat16"),
+    "int8": ModelOptions(dtype="float32", quantize="int8"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_tokens: int  # semantic tokens per request end to end (49.9 per audio second)
+    n_tokens_b8: int  # the same at batch 8
+    step_reps: int  # interleaved repetitions of the decode-step measurement (8 steps each)
+    concurrent_lengths: tuple[int, ...]  # semantic tokens of the 8 concurrent requests
+    hf_batch8: bool
+    coarse_concurrency: bool
+
+
+FULL = Settings(100, 50, 24, (160, 220, 280, 340, 400, 460, 520, 580), hf_batch8=True, coarse_concurrency=True)
+QUICK = Settings(50, 25, 10, (60, 80, 100, 120, 140, 160, 180, 200), hf_batch8=False, coarse_concurrency=False)
+
+
+def greedy_params(n_tokens: int) -> tuple[SemanticParams, CoarseParams, FineParams]:
+    """Greedy at Suno's temperatures; exactly n semantic tokens (no early stop, a duration of n - 0.5 tokens)."""
+    semantic = SemanticParams(SamplingParams(C.DEFAULT_SEMANTIC_TEMP, greedy=True), min_eos_p=None,
+                              max_gen_duration_s=(n_tokens - 0.5) / C.SEMANTIC_RATE_HZ, allow_early_stop=False)
+    return (semantic, CoarseParams(SamplingParams(C.DEFAULT_COARSE_TEMP, greedy=True)),
+            FineParams(SamplingParams(C.DEFAULT_FINE_TEMP, greedy=True)))
+
+
+def text_ids(n: int, seed: int = 0) -> list[list[int]]:
+    """n different 'texts' of 20..40 multilingual-BERT ids (the random checkpoint's tokenizer is a stub)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(1000, 30000, int(rng.integers(20, 41))).tolist() for _ in range(n)]
+
+
+def drain(engine) -> None:
+    while engine.busy():
+        engine.step()
+
+
+@dataclass
+class Run:
+    semantic: np.ndarray  # (B, n)
+    coarse: np.ndarray  # (B, 2, T)
+    fine: np.ndarray  # (B, 8, T)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+class Ours:
+    """Our four stages in this process, stage after stage, the batch in one engine per stage."""
+
+    def __init__(self, checkpoint, options: ModelOptions, max_batch: int = 8):
+        self.models: StageModels = load_stage_models(checkpoint, options=options)
+        self.semantic = SemanticEngine(self.models.semantic, max_batch)
+        self.coarse_engine = CoarseEngine(self.models.coarse, max_batch)
+        self.fine_engine = FineEngine(self.models.fine, max_batch)
+
+    @torch.inference_mode()
+    def run(self, texts: list[list[int]], voice, n_tokens: int) -> Run:
+        sp, cp, fp = greedy_params(n_tokens)
+        seconds = {}
+        t0 = time.perf_counter()
+        jobs = [Job() for _ in texts]
+        for job, ids in zip(jobs, texts, strict=True):
+            self.semantic.add(job, SemanticRequest(ids, voice.semantic_prompt, sp, seed=0))
+        drain(self.semantic)
+        semantic = np.stack([np.concatenate(j.chunks) for j in jobs])  # (B, n)
+        seconds["semantic"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        jobs = [Job() for _ in texts]
+        for job, sem in zip(jobs, semantic, strict=True):
+            stream = self.coarse_engine.add(job, CoarseRequest(voice.semantic_prompt, voice.coarse_prompt, cp, 0))
+            stream.feed(sem)
+            stream.close()
+        drain(self.coarse_engine)
+        coarse = np.stack([np.concatenate(j.chunks, axis=1) for j in jobs])  # (B, 2, T)
+        seconds["coarse"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        jobs = [Job() for _ in texts]
+        for job, frames in zip(jobs, coarse, strict=True):
+            stream = self.fine_engine.add(job, FineRequest(voice.fine_prompt, fp, 0))
+            stream.feed(frames)
+            stream.close()
+        drain(self.fine_engine)
+        fine = np.stack([np.concatenate(j.chunks, axis=1) for j in jobs])  # (B, 8, T)
+        seconds["fine"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self.models.codec.decode(torch.from_numpy(fine))
+        seconds["codec"] = time.perf_counter() - t0
+        return Run(semantic, coarse, fine, seconds)
+
+
+def run_hf(hf, texts: list[list[int]], voice, n_tokens: int) -> Run:
+    seconds = {}
+    t0 = time.perf_counter()
+    semantic = hf.semantic(texts, voice, n_tokens)
+    seconds["semantic"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    coarse = hf.coarse(semantic, voice)
+    seconds["coarse"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fine = hf.fine(coarse, voice)
+    seconds["fine"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hf.decode(fine)
+    seconds["codec"] = time.perf_counter() - t0
+    return Run(semantic, coarse, fine, seconds)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of equal tokens position by position (shapes must match; 0 when they do not)."""
+    return float((a == b).mean()) if a.shape == b.shape else 0.0
+
+
+def audio_seconds(run: Run) -> float:
+    return run.fine.shape[0] * run.fine.shape[2] * C.SAMPLES_PER_FRAME / C.SAMPLE_RATE
+
+
+# ------------------------------------------------------------------------------------------ decode step
+
+
+class EngineStepper:
+    """One long greedy request in a batch-1 semantic engine; `step` is one engine decode step."""
+
+    def __init__(self, model, voice):
+        self.model, self.voice = model, voice
+        self.reset()
+
+    def reset(self) -> None:
+        sp, _, _ = greedy_params(C.MAX_SEMANTIC_TOKENS)
+        self.engine = SemanticEngine(self.model, max_batch=1)
+        self.job = Job()
+        self.engine.add(self.job, SemanticRequest(text_ids(1, 7)[0], self.voice.semantic_prompt, sp))
+        with torch.inference_mode():
+            self.engine.step()  # prefill
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        if not self.engine.busy():
+            self.reset()
+        self.engine.step()
+
+
+def step_bytes(model) -> int:
+    """Weight bytes one decode step reads: every linear (as stored), the norms, one embedding row each."""
+    norms = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "layernorm" in n)
+    rows = 2 * model.config.n_embd * next(model.parameters()).element_size()
+    return linear_weight_bytes(model) + norms + rows
+
+
+def bench_decode_step(ours: dict[str, Ours], hf, voice, reps: int) -> tuple[Table, dict]:
+    from .hf_baseline import HFStepper
+
+    steppers = {name: EngineStepper(o.models.semantic, voice) for name, o in ours.items()}
+    hf_stepper = HFStepper(hf) if hf is not None else None
+    buffer = torch.ones(128 * 2**20)  # 512 MiB: far beyond any cache
+    k = 8
+
+    def timed(stepper):
+        def run() -> float:
+            t0 = time.perf_counter()
+            for _ in range(k):
+                stepper.step()
+            return (time.perf_counter() - t0) / k
+        return run
+
+    variants = {name: timed(s) for name, s in steppers.items()}
+    if hf_stepper is not None:
+        variants["transformers fp32"] = timed(hf_stepper)
+    variants["bandwidth"] = lambda: read_bandwidth(buffer)
+    samples = interleaved(variants, reps)
+    bw = median(samples.pop("bandwidth"))
+    fp32_step = median(samples["fp32"])
+    table = Table("Semantic decode step, batch 1 (median of interleaved repetitions)",
+                  ["variant", "step ms", "weights read MB", "floor ms", "step / floor", "vs fp32", "vs transformers"])
+    hf_step = median(samples.get("transformers fp32", [float("nan")]))
+    data = {"read_bandwidth_gb_s": bw / 1e9, "steps_ms": {}}
+    for name, values in samples.items():
+        step = median(values)
+        model = ours[name].models.semantic if name in ours else ours["fp32"].models.semantic
+        nbytes = step_bytes(model)
+        floor = nbytes / bw
+        table.add(name, step * 1e3, nbytes / 1e6, floor * 1e3, step / floor, step / fp32_step, step / hf_step)
+        data["steps_ms"][name] = {"median": step * 1e3, "all": [v * 1e3 for v in values], "bytes": nbytes,
+                                  "floor_ms": floor * 1e3}
+    table.add("(read bandwidth)", f"{bw / 1e9:.1f} GB/s", "", "", "", "", "")
+    return table, data
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def bench_end_to_end(ours: dict[str, Ours], hf, voice, settings: Settings) -> tuple[list[Table], dict]:
+    table = Table("End to end (semantic -> coarse -> fine -> codec), greedy, same token counts",
+                  ["batch", "variant", "audio s", "wall s", "wall s / audio s", "semantic tok/s", "coarse tok/s",
+                   "fine frames/s", "codec frames/s", "speed-up vs transformers"])
+    agree = Table("Token agreement (position by position, end to end: a divergence propagates downstream)",
+                  ["batch", "variant", "against", "semantic", "coarse", "fine"])
+    data: dict = {}
+    for batch, n in ((1, settings.n_tokens), (8, settings.n_tokens_b8)):
+        texts = text_ids(batch, seed=batch)
+        runs: dict[str, Run] = {}
+        for name, o in ours.items():
+            runs[name] = o.run(texts, voice, n)
+        if hf is not None and (batch == 1 or settings.hf_batch8):
+            runs["transformers fp32"] = run_hf(hf, texts, voice, n)
+        hf_total = runs["transformers fp32"].total if "transformers fp32" in runs else float("nan")
+        for name, r in runs.items():
+            frames = r.fine.shape[0] * r.fine.shape[2]
+            table.add(batch, name, audio_seconds(r), r.total, r.total / audio_seconds(r),
+                      r.semantic.size / r.seconds["semantic"], 2 * frames / r.seconds["coarse"],
+                      frames / r.seconds["fine"], frames / r.seconds["codec"], hf_total / r.total)
+        ref = runs["fp32"]
+        for name, r in runs.items():
+            if name != "fp32":
+                agree.add(batch, name, "ours fp32", agreement(r.semantic, ref.semantic),
+                          agreement(r.coarse, ref.coarse), agreement(r.fine, ref.fine))
+        data[f"batch{batch}"] = {name: {"seconds": r.seconds, "audio_s": audio_seconds(r), "shape": r.fine.shape}
+                                 for name, r in runs.items()}
+    return [table, agree], data
+
+
+# ------------------------------------------------------------------------------------------ batching
+
+
+def bench_concurrency(o: Ours, voice, settings: Settings) -> tuple[Table, dict]:
+    """8 requests of different lengths: one engine (continuous batching) against one at a time."""
+    model = o.models.semantic
+    texts = text_ids(len(settings.concurrent_lengths), seed=3)
+    reqs = [SemanticRequest(t, voice.semantic_prompt, greedy_params(n)[0], 0)
+            for t, n in zip(texts, settings.concurrent_lengths, strict=True)]
+    total = sum(settings.concurrent_lengths)
+
+    def together() -> tuple[float, list[np.ndarray]]:
+        engine = SemanticEngine(model, max_batch=len(reqs))
+        jobs = [Job() for _ in reqs]
+        t0 = time.perf_counter()
+        for j, r in zip(jobs, reqs, strict=True):
+            engine.add(j, r)
+        with torch.inference_mode():
+            drain(engine)
+        return time.perf_counter() - t0, [np.concatenate(j.chunks) for j in jobs]
+
+    def alone() -> tuple[float, list[np.ndarray]]:
+        engine, out, t0 = SemanticEngine(model, max_batch=1), [], time.perf_counter()
+        for r in reqs:
+            job = Job()
+            engine.add(job, r)
+            with torch.inference_mode():
+                drain(engine)
+            out.append(np.concatenate(job.chunks))
+        return time.perf_counter() - t0, out
+
+    t_batch, toks_batch = together()
+    t_alone, toks_alone = alone()
+    same = all(np.array_equal(a, b) for a, b in zip(toks_batch, toks_alone, strict=True))
+    table = Table("Continuous batching: 8 concurrent requests of different lengths through one engine (fp32)",
+                  ["stage", "requests (tokens)", "one at a time tok/s", "batched tok/s", "speed-up",
+                   "same tokens as alone"])
+    table.add("semantic", f"8 ({min(settings.concurrent_lengths)}..{max(settings.concurrent_lengths)})",
+              total / t_alone, total / t_batch, t_alone / t_batch, same)
+    data = {"semantic": {"alone_s": t_alone, "batched_s": t_batch, "tokens": total, "same_tokens": same}}
+    if settings.coarse_concurrency:
+        row, data["coarse"] = _coarse_concurrency(o, voice, settings)
+        table.add(*row)
+    arrival = _late_short_request(model, voice, settings)
+    data["late_short_request"] = arrival
+    table.add("semantic", f"short ({arrival['short_tokens']}) arrives after {arrival['joined_after_steps']} steps "
+              f"of a long one ({arrival['long_tokens']})",
+              "", "", "", f"short finished first: {arrival['short_finished_first']} "
+                          f"({arrival['short_s']:.1f} s vs long {arrival['long_s']:.1f} s)")
+    return table, data
+
+
+def _coarse_concurrency(o: Ours, voice, settings: Settings) -> tuple[list, dict]:
+    _, cp, _ = greedy_params(1)
+    rng = np.random.default_rng(5)
+    sems = [rng.integers(0, C.SEMANTIC_VOCAB_SIZE, n // 2) for n in settings.concurrent_lengths]
+
+    def run(max_batch: int) -> tuple[float, list[np.ndarray]]:
+        engine, out, t0 = CoarseEngine(o.models.coarse, max_batch), [], time.perf_counter()
+        groups = [sems] if max_batch > 1 else [[s] for s in sems]
+        for group in groups:
+            jobs = []
+            for sem in group:
+                job = Job()
+                stream = engine.add(job, CoarseRequest(voice.semantic_prompt, voice.coarse_prompt, cp, 0))
+                stream.feed(sem)
+                stream.close()
+                jobs.append(job)
+            with torch.inference_mode():
+                drain(engine)
+            out += [np.concatenate(j.chunks, axis=1) for j in jobs]
+        return time.perf_counter() - t0, out
+
+    t_batch, a = run(len(sems))
+    t_alone, b = run(1)
+    tokens = sum(x.size for x in a)
+    same = all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    return (["coarse", f"8 ({tokens // 8} avg tokens, windows share steps)", tokens / t_alone, tokens / t_batch,
+             t_alone / t_batch, same],
+            {"alone_s": t_alone, "batched_s": t_batch, "tokens": tokens, "same_tokens": same})
+
+
+def _late_short_request(model, voice, settings: Settings) -> dict:
+    long_n, short_n, after = max(settings.concurrent_lengths), min(settings.concurrent_lengths) // 2, 20
+    engine = SemanticEngine(model, max_batch=2)
+    texts = text_ids(2, seed=11)
+    long_job, short_job = Job(), Job()
+    done: dict[str, float] = {}
+    t0 = time.perf_counter()
+    engine.add(long_job, SemanticRequest(texts[0], voice.semantic_prompt, greedy_params(long_n)[0], 0))
+    steps = 0
+    with torch.inference_mode():
+        while engine.busy():
+            engine.step()
+            steps += 1
+            if steps == after + 1:  # the prefill, then `after` decode steps
+                engine.add(short_job, SemanticRequest(texts[1], voice.semantic_prompt, greedy_params(short_n)[0], 0))
+            for name, job in (("long", long_job), ("short", short_job)):
+                if job.done and name not in done:
+                    done[name] = time.perf_counter() - t0
+    return {"long_tokens": long_n, "short_tokens": short_n, "joined_after_steps": after,
+            "long_s": done["long"], "short_s": done["short"], "short_finished_first": done["short"] < done["long"]}
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(checkpoint: Path, quick: bool, with_hf: bool = True) -> dict:
+    from barkstream.services.bark.voices import VoiceLibrary
+    from barkstream.services.model.weights import load_checkpoint
+
+    settings = QUICK if quick else FULL
+    info = machine()
+    print(f"stages benchmark ({'quick' if quick else 'full'}) on {info['cpu']}, {info['cores']} cores, "
+          f"{info['torch_threads']} torch threads, GPU: {info['gpu']}", flush=True)
+    ck = load_checkpoint(checkpoint)
+    voice_name = VoiceLibrary([ck.voices_dir]).list()[0]
+    voice = VoiceLibrary([ck.voices_dir]).load(voice_name)
+    t0 = time.perf_counter()
+    ours = {name: Ours(ck, options) for name, options in VARIANTS.items()}
+    hf = None
+    if with_hf:
+        from .hf_baseline import HFBark
+
+        hf = HFBark(checkpoint)
+    print(f"models loaded in {time.perf_counter() - t0:.0f} s; measuring decode steps ...", flush=True)
+    step_table, step_data = bench_decode_step(ours, hf, voice, settings.step_reps)
+    print(step_table.render(), flush=True)
+    print("end to end ...", flush=True)
+    e2e_tables, e2e_data = bench_end_to_end(ours, hf, voice, settings)
+    for t in e2e_tables:
+        print(t.render(), flush=True)
+    del hf
+    print("continuous batching ...", flush=True)
+    conc_table, conc_data = bench_concurrency(ours["fp32"], voice, settings)
+    tables = [step_table, *e2e_tables, conc_table]
+    data = {"machine": info, "settings": settings.__dict__, "voice": voice_name, "decode_step": step_data,
+            "end_to_end": e2e_data, "concurrency": conc_data, "process_memory": rss_mb()}
+    print("\n# stages benchmark results", flush=True)
+    write_report("stages", tables, data)
+    return data
