@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(default: a random one under ~/.cache/barkstream/random-small)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (engines then replay CUDA graphs)")
+    p.add_argument("--service-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="the servers' dtype in the service benchmark")
     args = p.parse_args(argv)
 
     import torch
@@ -29,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.which in ("all", "stages"):
         from . import stages
 
-        stages.main(checkpoint, args.quick, with_hf=not args.no_hf)
+        stages.main(checkpoint, args.quick, with_hf=not args.no_hf, device=args.device)
     if args.which in ("all", "service"):
         from . import service
 
-        service.main(checkpoint, args.quick, threads=args.threads)
+        service.main(checkpoint, args.quick, threads=args.threads, device=args.device, dtype=args.service_dtype)
     print(f"\nbenchmarks done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return 0
 

@@ -56,10 +56,12 @@ def interleaved(variants: dict[str, Callable[[], float | None]], reps: int) -> d
     return out
 
 
-def read_bandwidth(buffer) -> float:
+def read_bandwidth(buffer, sync: Callable[[], None] = lambda: None) -> float:
     """Bytes per second of one pass of `buffer.sum()` (a read-only stream, like a decode step's weights)."""
+    sync()
     t0 = time.perf_counter()
     buffer.sum()
+    sync()
     return buffer.numel() * buffer.element_size() / (time.perf_counter() - t0)
 
 

@@ -64,14 +64,15 @@ def _suno_codebook_1_mask() -> Iterator[None]:
 
 
 class HFBark:
-    def __init__(self, checkpoint: Path):
+    def __init__(self, checkpoint: Path, device: str = "cpu"):
         from transformers import BarkModel
 
-        self.model = BarkModel.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+        self.device = device
+        self.model = BarkModel.from_pretrained(str(checkpoint), dtype=torch.float32).to(device).eval()
 
-    @staticmethod
-    def history(voice) -> dict[str, torch.Tensor] | None:
-        return None if voice is None else {k: torch.tensor(np.asarray(v, np.int64)) for k, v in voice.to_dict().items()}
+    def history(self, voice) -> dict[str, torch.Tensor] | None:
+        return None if voice is None else {k: torch.tensor(np.asarray(v, np.int64), device=self.device)
+                                           for k, v in voice.to_dict().items()}
 
     @torch.inference_mode()
     def semantic(self, text_ids: list[list[int]], voice, n_tokens: int) -> np.ndarray:
@@ -82,18 +83,18 @@ class HFBark:
         for i, t in enumerate(text_ids):
             ids[i, : len(t)] = torch.tensor(t)
             mask[i, : len(t)] = 1
-        out = self.model.semantic.generate(ids, semantic_generation_config=sem_cfg, history_prompt=self.history(voice),
-                                           attention_mask=mask)
-        return out.numpy().astype(np.int64)  # (B, n)
+        out = self.model.semantic.generate(ids.to(self.device), semantic_generation_config=sem_cfg,
+                                           history_prompt=self.history(voice), attention_mask=mask.to(self.device))
+        return out.cpu().numpy().astype(np.int64)  # (B, n)
 
     @torch.inference_mode()
     def coarse(self, semantic: np.ndarray, voice) -> np.ndarray:
         sem_cfg, coarse_cfg, _ = _configs()
         with _suno_codebook_1_mask():
             out = self.model.coarse_acoustics.generate(
-                torch.from_numpy(semantic.copy()), semantic_generation_config=sem_cfg,
+                torch.from_numpy(semantic.copy()).to(self.device), semantic_generation_config=sem_cfg,
                 coarse_generation_config=coarse_cfg, codebook_size=C.CODEBOOK_SIZE, history_prompt=self.history(voice))
-        flat = out.numpy().astype(np.int64)  # (B, 2T) interleaved vocabulary ids
+        flat = out.cpu().numpy().astype(np.int64)  # (B, 2T) interleaved vocabulary ids
         frames = flat.reshape(flat.shape[0], -1, 2).transpose(0, 2, 1) - C.SEMANTIC_VOCAB_SIZE  # (B, 2, T)
         frames[:, 1] -= C.CODEBOOK_SIZE
         return frames
@@ -104,13 +105,14 @@ class HFBark:
         flat = np.stack([coarse[:, 0] + C.SEMANTIC_VOCAB_SIZE, coarse[:, 1] + C.SEMANTIC_VOCAB_SIZE + C.CODEBOOK_SIZE],
                         axis=2).reshape(coarse.shape[0], -1)  # (B, 2T) as coarse_acoustics returns them
         out = self.model.fine_acoustics.generate(
-            torch.from_numpy(flat), semantic_generation_config=sem_cfg, coarse_generation_config=coarse_cfg,
-            fine_generation_config=fine_cfg, codebook_size=C.CODEBOOK_SIZE, history_prompt=self.history(voice))
-        return out.numpy().astype(np.int64)  # (B, 8, T)
+            torch.from_numpy(flat).to(self.device), semantic_generation_config=sem_cfg,
+            coarse_generation_config=coarse_cfg, fine_generation_config=fine_cfg, codebook_size=C.CODEBOOK_SIZE,
+            history_prompt=self.history(voice))
+        return out.cpu().numpy().astype(np.int64)  # (B, 8, T)
 
     @torch.inference_mode()
     def decode(self, fine: np.ndarray) -> np.ndarray:
-        return self.model.codec_decode(torch.from_numpy(fine)).numpy()
+        return self.model.codec_decode(torch.from_numpy(fine).to(self.device)).cpu().numpy()
 
 
 class HFStepper:
@@ -124,7 +126,7 @@ class HFStepper:
     @torch.inference_mode()
     def reset(self) -> None:
         ids = torch.randint(0, C.SEMANTIC_VOCAB_SIZE, (1, self.prompt_len), generator=torch.Generator().manual_seed(0))
-        out = self.model(input_ids=ids, use_cache=True)
+        out = self.model(input_ids=ids.to(self.model.device), use_cache=True)
         self.cache, self.token = out.cache, out.logits[:, -1:].argmax(-1)
         self.length = self.prompt_len
 

@@ -49,7 +49,7 @@ class Settings:
     durations_s: tuple[float, ...]  # max semantic duration, cycled over the requests (different lengths)
 
 
-FULL = Settings((1, 4, 16), (0.8, 1.2, 1.6, 2.0))
+FULL = Settings((1, 4, 16), (0.5, 0.75, 1.0, 1.25))
 QUICK = Settings((1, 4), (0.4, 0.6))
 
 
@@ -129,14 +129,14 @@ def wait_serving(server: Server, timeout: float = 300.0) -> None:
 
 
 @contextlib.contextmanager
-def deployments(checkpoint: Path, log_dir: Path) -> Iterator[dict[str, list[Server]]]:
+def deployments(checkpoint: Path, log_dir: Path, extra: list[str] = ()) -> Iterator[dict[str, list[Server]]]:
     """{"embedded": [all], "split": [semantic, coarse, fine, codec, orchestrator]}, all serving."""
-    servers: dict[str, list[Server]] = {"embedded": [Server("all", checkpoint, log_dir)]}
+    servers: dict[str, list[Server]] = {"embedded": [Server("all", checkpoint, log_dir, extra)]}
     try:
-        stages = [Server(s, checkpoint, log_dir) for s in ("semantic", "coarse", "fine", "codec")]
+        stages = [Server(s, checkpoint, log_dir, extra) for s in ("semantic", "coarse", "fine", "codec")]
         servers["split"] = stages
         targets = [f"--{s.role}-target={s.target}" for s in stages]
-        servers["split"].append(Server("orchestrator", checkpoint, log_dir, targets))
+        servers["split"].append(Server("orchestrator", checkpoint, log_dir, [*extra, *targets]))
         for group in servers.values():
             for s in group:
                 wait_serving(s)
@@ -200,16 +200,17 @@ def run_streams(target: str, reqs: list[tuple[str, float, int]]) -> tuple[float,
 class InProcess:
     """The offline Synthesizer on the same checkpoint: the same work without gRPC or streaming."""
 
-    def __init__(self, checkpoint: Path):
+    def __init__(self, checkpoint: Path, device: str = "cpu", dtype: str = "float32"):
         from barkstream.services.bark.tokenizer import BarkTokenizer
         from barkstream.services.bark.voices import VoiceLibrary
         from barkstream.services.model.weights import load_checkpoint
-        from barkstream.services.stages.models import load_stage_models
+        from barkstream.services.stages.models import ModelOptions, load_stage_models
         from barkstream.services.stages.pipeline import Synthesizer
 
         ck = load_checkpoint(checkpoint)
         self.voice = VoiceLibrary([ck.voices_dir]).load(VOICE)
-        self.synth = Synthesizer(load_stage_models(ck), BarkTokenizer.from_dir(ck.tokenizer_dir()), max_batch=MAX_BATCH)
+        models = load_stage_models(ck, options=ModelOptions(device, dtype))
+        self.synth = Synthesizer(models, BarkTokenizer.from_dir(ck.tokenizer_dir()), max_batch=MAX_BATCH)
 
     def run(self, reqs: list[tuple[str, float, int]]) -> tuple[float, list[np.ndarray]]:
         from barkstream.services.bark.params import GenerationParams
@@ -225,21 +226,22 @@ class InProcess:
 # ------------------------------------------------------------------------------------------ main
 
 
-def main(checkpoint: Path, quick: bool, threads: int | None = None) -> dict:
+def main(checkpoint: Path, quick: bool, threads: int | None = None, device: str = "cpu",
+         dtype: str = "float32") -> dict:
     settings = QUICK if quick else FULL
     info = machine()
     print(f"service benchmark ({'quick' if quick else 'full'}): concurrency {settings.concurrency}", flush=True)
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the server processes' torch threads
     log_dir = Path(tempfile.mkdtemp(prefix="barkstream-bench-"))
-    inproc = InProcess(checkpoint)
-    table = Table("Concurrent Synthesize streams (greedy, float32), gRPC against in-process",
+    inproc = InProcess(checkpoint, device, dtype)
+    table = Table(f"Concurrent Synthesize streams (greedy, {dtype}, {device}), gRPC against in-process",
                   ["N", "mode", "audio s", "wall s", "TTFA p50 s", "TTFA p95 s", "RTF p50", "RTF p95",
                    "audio s / wall s", "overhead vs in-process", "same audio", "errors"])
     memory = Table("Resident memory of the server processes (after the runs)",
                    ["deployment", "process", "RSS MiB", "peak RSS MiB"])
-    data: dict = {"machine": info, "settings": settings.__dict__, "runs": {}}
-    with deployments(checkpoint, log_dir) as servers:
+    data: dict = {"machine": info, "settings": settings.__dict__, "device": device, "dtype": dtype, "runs": {}}
+    with deployments(checkpoint, log_dir, ["--device", device, "--dtype", dtype]) as servers:
         targets = {name: group[-1].target for name, group in servers.items()}
         for target in targets.values():  # warm-up: first allocations, first segment
             run_streams(target, requests(1, QUICK))
@@ -274,6 +276,12 @@ def main(checkpoint: Path, quick: bool, threads: int | None = None) -> dict:
     data["overhead_median"] = median(
         r["wall_s"] / data["runs"][f"{k.split('/')[0]}/in-process"]["wall_s"] - 1
         for k, r in data["runs"].items() if not k.endswith("in-process"))
+    check = Table("Targets (this run)", ["target", "measured", "met"])
+    worst = max(r["wall_s"] / data["runs"][f"{k.split('/')[0]}/in-process"]["wall_s"] - 1
+                for k, r in data["runs"].items() if not k.endswith("in-process"))
+    check.add("gRPC + streaming add <= 5% over in-process (worst N, mode)", f"{worst * 100:+.1f}%", worst <= 0.05)
+    check.add("streamed audio equals in-process audio", "",
+              all(r.get("same_audio", True) for r in data["runs"].values()))
     print("\n# service benchmark results", flush=True)
-    write_report("service", [table, memory], data)
+    write_report("service", [table, memory, check], data)
     return data

@@ -33,6 +33,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     ver.add_argument("path", help="HF snapshot directory or directory of Suno's text/coarse/fine .pt files")
     ver.add_argument("--codec", default=None, help="EnCodec weights (file or snapshot dir) for Suno's layout")
     ver.set_defaults(func=run_verify)
+
+    from .cli_fetch import register as register_fetch
+
+    register_fetch(sub)
     return parser
 
 

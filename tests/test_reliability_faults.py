@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import pytest
 
-from barkstream.v1 import tts_pb2_grpc
+from barkstream.v1 import stages_pb2, stages_pb2_grpc, tts_pb2_grpc
 
 from .reliability_helpers import Cluster, poll_until
 from .service_helpers import (
@@ -35,6 +35,12 @@ from .service_helpers import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+@pytest.fixture()
+def figure(request):
+    """Attach a measured figure to the test's report (user_properties; junit shows them)."""
+    return lambda key, value: request.node.user_properties.append((key, value))
+
 
 RERUN = re.compile(r"request \S+ segment (\d+): (\w+) (\w+): .*?; rerunning the segment .*?skipping (\d+) samples")
 
@@ -77,7 +83,7 @@ class StreamReader:
 
 
 def test_killing_one_of_two_coarse_replicas_mid_stream_still_gives_the_complete_audio(tiny_checkpoint_dir, tmp_path,
-                                                                                       record_property):
+                                                                                       figure):
     cluster = Cluster(tiny_checkpoint_dir, tmp_path, replicas={"coarse": 2})
     try:
         request = synth_request(THREE_SEGMENTS, VOICE)
@@ -90,13 +96,13 @@ def test_killing_one_of_two_coarse_replicas_mid_stream_still_gives_the_complete_
         assert poll_until(lambda: len(stream.received.chunks) >= 3, 60), "segment 0 did not play"
         time.sleep(0.3)
         assert all(c.segment_index == 0 for c in stream.received.chunks), "segment 1 was not held by coarse-0"
-        cluster.kill("coarse-0")
         killed = time.monotonic()
+        cluster.kill("coarse-0")
         got = stream.result()
         assert stream.error is None, (stream.error.code(), stream.error.details())
         assert_same_audio(got, undisturbed)
         resumed = next(t for c, t in zip(got.chunks, got.chunk_times, strict=True) if c.segment_index == 1)
-        record_property("recovery_s", round(resumed - killed, 3))
+        figure("recovery_s", round(resumed - killed, 3))
         print(f"\ncoarse replica killed: segment 1 resumed on the other replica {resumed - killed:.2f} s later")
         reruns = RERUN.findall(cluster.log("orchestrator"))
         assert [(seg, stage, code) for seg, stage, code, _ in reruns] == [("1", "coarse", "UNAVAILABLE")], reruns
@@ -132,7 +138,7 @@ def test_killing_a_codec_replica_mid_segment_resumes_without_gap_or_duplicate(ti
 
 
 def test_one_replica_killed_is_unavailable_within_5s_and_a_restart_serves_the_next_request(
-        tiny_checkpoint_dir, tmp_path, record_property):
+        tiny_checkpoint_dir, tmp_path, figure):
     cluster = Cluster(tiny_checkpoint_dir, tmp_path)
     try:
         request = synth_request(THREE_SEGMENTS, VOICE)
@@ -140,8 +146,8 @@ def test_one_replica_killed_is_unavailable_within_5s_and_a_restart_serves_the_ne
         cluster.freeze("coarse-0")
         stream = StreamReader(cluster.target, request)
         assert poll_until(lambda: stream.received.header is not None, 30)
-        cluster.kill("coarse-0")
         killed = time.monotonic()
+        cluster.kill("coarse-0")
         stream.result()
         latency = stream.ended - killed
         assert stream.error is not None and stream.error.code() == grpc.StatusCode.UNAVAILABLE, stream.error
@@ -158,16 +164,16 @@ def test_one_replica_killed_is_unavailable_within_5s_and_a_restart_serves_the_ne
         restarted = time.monotonic()
         again = synthesize(cluster.target, request)
         assert_same_audio(again, undisturbed)
-        record_property("unavailable_mid_stream_s", round(latency, 3))
-        record_property("unavailable_new_request_s", round(refused, 3))
-        record_property("first_request_after_restart_s", round(time.monotonic() - restarted, 3))
+        figure("unavailable_mid_stream_s", round(latency, 3))
+        figure("unavailable_new_request_s", round(refused, 3))
+        figure("first_request_after_restart_s", round(time.monotonic() - restarted, 3))
         print(f"\nUNAVAILABLE {latency:.2f} s after the kill (mid-stream), {refused:.2f} s for a new request; "
               f"first request after the restart took {time.monotonic() - restarted:.2f} s")
     finally:
         cluster.stop()
 
 
-def test_rolling_restart_of_a_stage_under_load_loses_no_request(tiny_checkpoint_dir, tmp_path, record_property):
+def test_rolling_restart_of_a_stage_under_load_loses_no_request(tiny_checkpoint_dir, tmp_path, figure):
     """SIGTERM one coarse replica (it drains its streams and exits 0), restart it, then the other.
 
     Two clients send requests back to back throughout; every one must succeed, and while the
@@ -205,10 +211,40 @@ def test_rolling_restart_of_a_stage_under_load_loses_no_request(tiny_checkpoint_
         errors = [r for r in results if r[1] != "OK"]
         assert not errors, errors
         assert sum(1 for t, _ in results if t > rejoined) > 0, "no request completed after the second restart"
-        record_property("requests_during_rolling_restart", len(results))
+        figure("requests_during_rolling_restart", len(results))
         print(f"\nrolling restart of 2 coarse replicas: {len(results)} requests, none failed")
     finally:
         stop.set()
+        cluster.stop()
+
+
+def test_a_draining_replica_refuses_new_streams_and_the_orchestrator_reruns_them_elsewhere(tiny_checkpoint_dir,
+                                                                                         tmp_path):
+    """SIGTERM one of two coarse replicas while a stream keeps it draining: new segments sent
+    there are refused (UNAVAILABLE, or grpc.aio's "Internal error from Core" for a bidi call
+    refused mid-write) and rerun on the other replica; every request succeeds."""
+    cluster = Cluster(tiny_checkpoint_dir, tmp_path, replicas={"coarse": 2}, stage_args=["--drain-grace-s", "30"])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{cluster.ports['coarse-0']}") as channel:
+            held = threading.Event()
+
+            def requests():
+                yield stages_pb2.CoarseGenerateRequest(config=stages_pb2.CoarseConfig(request_id="held"))
+                held.wait(60)  # no input, no end: the stream stays in flight, so the drain waits
+
+            call = stages_pb2_grpc.CoarseServiceStub(channel).Generate(requests(), timeout=90)
+            time.sleep(0.5)
+            cluster.procs["coarse-0"].terminate()
+            assert poll_until(lambda: "draining: NOT_SERVING" in cluster.log("coarse-0"), 10)
+            results = [synthesize(cluster.target, synth_request(ONE_SEGMENT, VOICE, seed=i, max_duration_s=0.3))
+                       for i in range(6)]
+            assert all(r.summary is not None for r in results)
+            held.set()
+            call.cancel()
+        assert cluster.procs["coarse-0"].proc.wait(30) == 0
+        reruns = RERUN.findall(cluster.log("orchestrator"))
+        assert reruns and {stage for _, stage, _, _ in reruns} == {"coarse"}, reruns
+    finally:
         cluster.stop()
 
 

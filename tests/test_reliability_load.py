@@ -46,6 +46,12 @@ from .service_helpers import (
 
 pytestmark = pytest.mark.timeout(400)
 
+@pytest.fixture()
+def figure(request):
+    """Attach a measured figure to the test's report (user_properties; junit shows them)."""
+    return lambda key, value: request.node.user_properties.append((key, value))
+
+
 TWO_SEGMENTS = ("The music is made by Bark, the voice of Suno, and my dog clears the pizza with the cat in the "
                 "world. I like the speech of the cute dog, the name of the cat, and the music of the world, hello.")
 
@@ -158,7 +164,7 @@ def _burst_run(target: str, burst: int) -> tuple[list[Received], list[float], li
 
 @pytest.mark.slow
 def test_a_burst_is_refused_fast_and_admitted_streams_keep_their_real_time_rate(tiny_checkpoint_dir, tmp_path,
-                                                                                  record_property):
+                                                                                  figure):
     """With an admission limit of 2, a burst of 12 requests (retrying after the hint) costs the
     two admitted streams little: their real-time factor stays near the one they have alone.
     Without the limit (contrast, reported) the burst is admitted and every stream slows down.
@@ -191,7 +197,7 @@ def test_a_burst_is_refused_fast_and_admitted_streams_keep_their_real_time_rate(
                "admitted_rtf_alone": round(base_rtf, 3), "admitted_rtf_under_burst": round(burst_rtf, 3),
                "rtf_under_burst_without_limit": round(contrast_rtf, 3)}
     for key, value in figures.items():
-        record_property(key, value)
+        figure(key, value)
     print(f"\nburst of {BURST}: {figures}")
     assert len(refusals) >= BURST, "the burst was not refused"
     assert p95 < 0.5, f"refusals took {p95 * 1000:.0f} ms (p95)"
@@ -203,7 +209,7 @@ def test_a_burst_is_refused_fast_and_admitted_streams_keep_their_real_time_rate(
 
 @pytest.mark.slow
 def test_32_concurrent_streams_through_split_services_each_equal_to_running_alone(tiny_checkpoint_dir, tmp_path,
-                                                                                  record_property):
+                                                                                  figure):
     cluster = Cluster(tiny_checkpoint_dir, tmp_path, stage_args=["--max-concurrent-streams", "128"],
                       orchestrator_args=["--max-concurrent-streams", "32"])
     try:
@@ -226,10 +232,10 @@ def test_32_concurrent_streams_through_split_services_each_equal_to_running_alon
             assert float(np.max(np.abs(got - expected))) < 1e-4, f"stream {i} differs from its run alone"
         ttfa = [r.chunk_times[0] - r.started for r in results]
         audio = sum(r.summary.audio_seconds for r in results)
-        record_property("concurrent_streams", 32)
-        record_property("concurrent_wall_s", round(wall, 2))
-        record_property("concurrent_audio_s", round(audio, 2))
-        record_property("concurrent_ttfa_max_s", round(max(ttfa), 2))
+        figure("concurrent_streams", 32)
+        figure("concurrent_wall_s", round(wall, 2))
+        figure("concurrent_audio_s", round(audio, 2))
+        figure("concurrent_ttfa_max_s", round(max(ttfa), 2))
         print(f"\n32 concurrent streams: {audio:.1f} s of audio in {wall:.1f} s; time to first audio "
               f"median {statistics.median(ttfa):.2f} s, max {max(ttfa):.2f} s")
     finally:
@@ -269,7 +275,7 @@ def _requests(n: int, offset: int = 0):
 
 @pytest.mark.slow
 def test_500_requests_with_cancellations_leak_no_memory_or_slots_in_any_process(tiny_checkpoint_dir, tmp_path,
-                                                                                record_property):
+                                                                                figure):
     """Sequential requests, every third cancelled mid-stream, through the five split processes.
 
     Each stage admits exactly 4 streams; at the end 4 concurrent streams must all be admitted
@@ -304,8 +310,8 @@ def test_500_requests_with_cancellations_leak_no_memory_or_slots_in_any_process(
         time.sleep(2.0)
         busy = {name: cpu_seconds(cluster.pid(name)) - busy[name] for name in busy}
         for name in before:
-            record_property(f"rss_{name}_mb", f"{before[name]:.0f}->{after[name]:.0f}")
-        record_property("leak_requests_per_s", round(500 / elapsed, 1))
+            figure(f"rss_{name}_mb", f"{before[name]:.0f}->{after[name]:.0f}")
+        figure("leak_requests_per_s", round(500 / elapsed, 1))
         print("\nRSS after warm-up -> after 500 requests (MB): " + ", ".join(
             f"{n} {before[n]:.0f}->{after[n]:.0f} ({growth[n]:+.1f})" for n in before)
             + f"; {500 / elapsed:.1f} requests/s; idle CPU over 2 s: "

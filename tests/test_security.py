@@ -340,6 +340,7 @@ def mtls_cluster(tiny_checkpoint_dir, pki, token_file, tmp_path_factory):
     cluster.stop()
 
 
+@pytest.mark.slow
 def test_split_services_run_over_mutual_tls(mtls_cluster, pki):
     assert "mutual TLS: client certificates required" in mtls_cluster.log("coarse-0")
     tls = TLS.from_files(ca=pki.ca)
@@ -358,6 +359,7 @@ def _semantic_call(channel: grpc.Channel) -> list:
     return list(stages_pb2_grpc.SemanticServiceStub(channel).Generate(request, timeout=10))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("client", ["plaintext", "no certificate", "certificate from another CA"])
 def test_a_stage_refuses_clients_without_a_certificate_from_its_ca(mtls_cluster, pki, client):
     target = f"127.0.0.1:{mtls_cluster.ports['semantic-0']}"
@@ -374,6 +376,7 @@ def test_a_stage_refuses_clients_without_a_certificate_from_its_ca(mtls_cluster,
     assert responses[-1].HasField("end")
 
 
+@pytest.mark.slow
 def test_an_orchestrator_without_the_client_certificate_fails_fast(mtls_cluster, pki, tiny_checkpoint_dir, tmp_path):
     """Misconfigured (no --stage-tls-cert-file): its streams fail UNAVAILABLE at once, they do not hang."""
     stages = [f"--{role}-target=127.0.0.1:{mtls_cluster.ports[f'{role}-0']}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 QUANTIZE_MODES = ("none", "int8")
 PACK_MIN_FEATURES = 256  # smaller matrices sit in cache anyway: packing would only change the rounding
@@ -64,7 +65,13 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Linear(nn.Module):
-    """Weight-only int8 linear: y = (x @ q.T) * scales (+ bias), computed in 16-bit floats."""
+    """Weight-only int8 linear: y = (x @ q.T) * scales (+ bias), computed in 16-bit floats.
+
+    Up to `gemv_rows` rows (decode steps) run the int8 kernel, which reads a quarter of float32's
+    bytes; bigger inputs (prefills, fine windows) are compute-bound and multiply a dequantized copy.
+    """
+
+    gemv_rows = 32  # the int8 kernel costs about M times its one-row time: past ~32 rows the GEMM wins
 
     def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype | None = None):
         super().__init__()
@@ -79,7 +86,10 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, dtype = x.shape, x.dtype  # (..., K)
         x2 = x.reshape(-1, self.in_features).to(self.compute_dtype).contiguous()  # (M, K)
-        y = torch.ops.aten._weight_int8pack_mm(x2, self.weight, self.scales)  # (M, N)
+        if x2.shape[0] <= self.gemv_rows:
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.weight, self.scales)  # (M, N)
+        else:  # prefill / fine windows: compute-bound, where the 16-bit GEMM wins over the int8 kernel
+            y = F.linear(x2, self.weight.to(self.compute_dtype) * self.scales[:, None])  # (M, N)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.to(dtype).view(*shape[:-1], self.out_features)

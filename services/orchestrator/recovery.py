@@ -21,8 +21,10 @@ The pieces (the loop itself is `SynthesisSession._segment_with_retries`):
 Retryable failures are UNAVAILABLE (the replica died, is draining or unreachable),
 RESOURCE_EXHAUSTED (it is full; another may not be) and ABORTED, plus a locally cancelled
 chain (gRPC cancels a stage call whose input stream broke because the stage before it
-failed). Everything else (INVALID_ARGUMENT, DEADLINE_EXCEEDED, INTERNAL) is final. Retries are
-bounded by StageClients.max_attempts per segment and by the call's deadline.
+failed) and grpc.aio's local "Internal error from Core" (a bidi call the server ended while
+the orchestrator was still writing to it). Everything else (INVALID_ARGUMENT,
+DEADLINE_EXCEEDED, INTERNAL) is final. Retries are bounded by StageClients.max_attempts per
+segment and by the call's deadline.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              grpc.StatusCode.ABORTED})
+# What grpc.aio's client reports, instead of the server's status, when a bidi call ends while the
+# client still writes to it (e.g. a draining stage refusing a new stream): a transport failure,
+# not a verdict of the stage, so it is retried like UNAVAILABLE.
+LOCAL_CORE_ERROR = "Internal error from Core"
 SEED_BITS = 63
 
 
@@ -61,6 +67,8 @@ class StageFailed(Exception):
             code, details = error.code(), error.details() or error.code().name
             trailing = tuple((k, v) for k, v in (error.trailing_metadata() or ())
                              if k == RETRY_AFTER_METADATA_KEY and isinstance(v, str))
+            if code is grpc.StatusCode.INTERNAL and details == LOCAL_CORE_ERROR:
+                code, details = grpc.StatusCode.UNAVAILABLE, f"the stream broke ({LOCAL_CORE_ERROR})"
         super().__init__(f"{stage} stage: {details or code.name}")
         self.stage = stage
         self.code = code

@@ -99,17 +99,25 @@ class StageTarget:
         """A replica for one stream, or None when none is reachable.
 
         Healthy replicas first, in turn. Failing that, the recently failed or disconnected ones
-        get up to `probe_s` each to connect (a restarted stage is back within a reconnect
+        get up to `probe_s` (together) to connect (a restarted stage is back within a reconnect
         backoff), so a dead stage costs a prompt UNAVAILABLE, not a hang.
         """
         candidates = self.candidates(exclude)
         for replica in candidates:
             if replica.usable_now():
                 return replica
-        for replica in candidates:
-            if await _connects(replica.channel, probe_s):
-                return replica
-            self.mark_failed(replica, 0.0)
+        # Probe the others at once, so that a stage with no live replica costs `probe_s`, not n times it.
+        probes = {asyncio.ensure_future(_connects(r.channel, probe_s)): r for r in candidates}
+        try:
+            while probes:
+                done, _ = await asyncio.wait(probes, return_when=asyncio.FIRST_COMPLETED)
+                for probe in done:
+                    replica = probes.pop(probe)
+                    if probe.result():
+                        return replica
+        finally:
+            for probe in probes:
+                probe.cancel()
         return None
 
     def mark_failed(self, replica: Replica, cooldown_s: float) -> None:
