@@ -46,11 +46,12 @@ MAX_BATCH = 8
 @dataclass(frozen=True)
 class Settings:
     concurrency: tuple[int, ...]
+    reps: tuple[int, ...]  # interleaved repetitions per concurrency (walls: median)
     durations_s: tuple[float, ...]  # max semantic duration, cycled over the requests (different lengths)
 
 
-FULL = Settings((1, 4, 16), (0.5, 0.75, 1.0, 1.25))
-QUICK = Settings((1, 4), (0.4, 0.6))
+FULL = Settings((1, 4, 16), (3, 1, 1), (0.5, 0.75, 1.0, 1.25))
+QUICK = Settings((1, 4), (2, 1), (0.4, 0.6))
 
 
 def requests(n: int, settings: Settings) -> list[tuple[str, float, int]]:
@@ -197,6 +198,12 @@ def run_streams(target: str, reqs: list[tuple[str, float, int]]) -> tuple[float,
     return time.perf_counter() - t0, results
 
 
+def same_audio(results: list[StreamResult], reference: list[np.ndarray]) -> bool:
+    """Every stream delivered the in-process samples (float32 encoding; the streaming codec is exact)."""
+    return all(r.error is None and len(r.pcm()) == len(a) and float(np.max(np.abs(r.pcm() - a), initial=0.0)) < 1e-4
+               for r, a in zip(results, reference, strict=True))
+
+
 class InProcess:
     """The offline Synthesizer on the same checkpoint: the same work without gRPC or streaming."""
 
@@ -235,7 +242,8 @@ def main(checkpoint: Path, quick: bool, threads: int | None = None, device: str 
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the server processes' torch threads
     log_dir = Path(tempfile.mkdtemp(prefix="barkstream-bench-"))
     inproc = InProcess(checkpoint, device, dtype)
-    table = Table(f"Concurrent Synthesize streams (greedy, {dtype}, {device}), gRPC against in-process",
+    table = Table(f"Concurrent Synthesize streams (greedy, {dtype}, {device}), gRPC against in-process "
+                  "(wall: median of the repetitions; TTFA and RTF over every stream)",
                   ["N", "mode", "audio s", "wall s", "TTFA p50 s", "TTFA p95 s", "RTF p50", "RTF p95",
                    "audio s / wall s", "overhead vs in-process", "same audio", "errors"])
     memory = Table("Resident memory of the server processes (after the runs)",
@@ -246,27 +254,35 @@ def main(checkpoint: Path, quick: bool, threads: int | None = None, device: str 
         for target in targets.values():  # warm-up: first allocations, first segment
             run_streams(target, requests(1, QUICK))
         inproc.run(requests(1, QUICK))
-        for n in settings.concurrency:
+        for n, reps in zip(settings.concurrency, settings.reps, strict=True):
             reqs = requests(n, settings)
-            t_in, ref_audio = inproc.run(reqs)
+            walls: dict[str, list[float]] = {"in-process": [], **{name: [] for name in targets}}
+            streams: dict[str, list[StreamResult]] = {name: [] for name in targets}
+            same = {name: True for name in targets}
+            for _ in range(reps):  # interleaved: in-process, embedded, split, in-process, ...
+                t_in, ref_audio = inproc.run(reqs)
+                walls["in-process"].append(t_in)
+                for name, target in targets.items():
+                    wall, results = run_streams(target, reqs)
+                    walls[name].append(wall)
+                    streams[name] += results
+                    same[name] = same[name] and same_audio(results, ref_audio)
             audio_total = sum(len(a) for a in ref_audio) / 24_000
+            t_in = median(walls["in-process"])
             table.add(n, "in-process", audio_total, t_in, float("nan"), float("nan"), float("nan"), float("nan"),
                       audio_total / t_in, "baseline", "", 0)
-            data["runs"][f"{n}/in-process"] = {"wall_s": t_in, "audio_s": audio_total}
-            for name, target in targets.items():
-                wall, results = run_streams(target, reqs)
-                ok = [r for r in results if r.error is None]
+            data["runs"][f"{n}/in-process"] = {"wall_s": t_in, "walls_s": walls["in-process"], "audio_s": audio_total}
+            for name in targets:
+                ok = [r for r in streams[name] if r.error is None]
                 ttfa = [r.first_audio - r.started for r in ok if r.first_audio is not None]
                 rtf = [(r.ended - r.started) / r.audio_s for r in ok if r.audio_s > 0]
-                audio = sum(r.audio_s for r in ok)
-                same = len(ok) == n and all(
-                    len(r.pcm()) == len(a) and float(np.max(np.abs(r.pcm() - a), initial=0.0)) < 1e-4
-                    for r, a in zip(results, ref_audio, strict=True))
-                table.add(n, name, audio, wall, percentile(ttfa, 50), percentile(ttfa, 95), percentile(rtf, 50),
-                          percentile(rtf, 95), audio / wall, f"{(wall / t_in - 1) * 100:+.1f}%", same,
-                          n - len(ok))
-                data["runs"][f"{n}/{name}"] = {"wall_s": wall, "audio_s": audio, "ttfa_s": ttfa, "rtf": rtf,
-                                               "same_audio": same, "errors": [r.error for r in results if r.error]}
+                wall = median(walls[name])
+                table.add(n, name, audio_total, wall, percentile(ttfa, 50), percentile(ttfa, 95), percentile(rtf, 50),
+                          percentile(rtf, 95), audio_total / wall, f"{(wall / t_in - 1) * 100:+.1f}%", same[name],
+                          len(streams[name]) - len(ok))
+                data["runs"][f"{n}/{name}"] = {"wall_s": wall, "walls_s": walls[name], "audio_s": audio_total,
+                                               "ttfa_s": ttfa, "rtf": rtf, "same_audio": same[name],
+                                               "errors": [r.error for r in streams[name] if r.error]}
                 print(table.render().splitlines()[-1], flush=True)
         for name, group in servers.items():
             for s in group:
