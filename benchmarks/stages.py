@@ -185,7 +185,7 @@ class EngineStepper:
         self.reset()
 
     def reset(self) -> None:
-        sp, _, _ = greedy_params(C.MAX_SEMANTIC_TOKENS)
+        sp, _, _ = greedy_params(600)  # then a fresh request: positions stay inside the 1024 context
         self.engine = SemanticEngine(self.model, max_batch=1)
         self.job = Job()
         self.engine.add(self.job, SemanticRequest(text_ids(1, 7)[0], self.voice.semantic_prompt, sp))
