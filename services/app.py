@@ -264,7 +264,3 @@ class App:
             runner.stop()
         if self.stage_clients is not None:
             await self.stage_clients.close()
-
-
-def stage_channel_credentials() -> grpc.ChannelCredentials | None:
-    return None

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import grpc
 
 from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
 
 from ..common import convert
 from ..common.admission import Admission
-from ..common.bridge import JobBridge
 from ..common.status import abort_on_error
-from ..common.streaming import first_message, start_reader
+from ..common.streaming import engine_outputs, first_message
 from ..common.telemetry import annotate
 from ..stages.coarse import CoarseRequest, CoarseStream
 from ..stages.runner import EngineRunner
@@ -38,21 +39,15 @@ class CoarseServicer(stages_pb2_grpc.CoarseServiceServicer):
             core = request_from_pb(cfg)
             stream = CoarseStream(core)
             annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            bridge = JobBridge()
-            self.runner.submit(bridge.job, lambda: self.runner.engine.attach(bridge.job, stream, core.seed))
-            reader = start_reader(request_iterator, bridge, "semantic",
-                                  lambda m: convert.semantic_from_pb(m.semantic.tokens, "semantic"),
-                                  stream.feed, stream.close, self.runner.wake)
+            outputs = engine_outputs(request_iterator, self.runner, stream,
+                                     lambda job: self.runner.engine.attach(job, stream, core.seed), "semantic",
+                                     lambda m: convert.semantic_from_pb(m.semantic.tokens, "semantic"))
             sequence = offset = 0
-            try:
-                async for frames in bridge:
+            async with aclosing(outputs):
+                async for frames in outputs:
                     yield stages_pb2.CoarseGenerateResponse(chunk=convert.token_chunk(
                         frames, request_id=cfg.request_id, segment_index=cfg.segment_index,
                         sequence_number=sequence, offset=offset))
                     sequence, offset = sequence + 1, offset + frames.shape[1]
-                yield stages_pb2.CoarseGenerateResponse(end=common_pb2.StageEnd(
-                    request_id=cfg.request_id, segment_index=cfg.segment_index, total=offset))
-            finally:
-                reader.cancel()
-                bridge.job.cancel()
-                self.runner.wake()
+            yield stages_pb2.CoarseGenerateResponse(end=common_pb2.StageEnd(
+                request_id=cfg.request_id, segment_index=cfg.segment_index, total=offset))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import grpc
 
 from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
@@ -9,9 +11,8 @@ from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
 from ..bark import constants as C
 from ..common import convert
 from ..common.admission import Admission
-from ..common.bridge import JobBridge
 from ..common.status import abort_on_error
-from ..common.streaming import first_message, start_reader
+from ..common.streaming import engine_outputs, first_message
 from ..common.telemetry import annotate
 from ..stages.codec import CodecStream
 from ..stages.runner import EngineRunner
@@ -27,21 +28,15 @@ class CodecServicer(stages_pb2_grpc.CodecServiceServicer):
             cfg = (await first_message(request_iterator, "config")).config
             stream = CodecStream()
             annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            bridge = JobBridge()
-            self.runner.submit(bridge.job, lambda: self.runner.engine.attach(bridge.job, stream))
-            reader = start_reader(request_iterator, bridge, "fine",
-                                  lambda m: convert.fine_from_pb(m.fine.tokens, "fine"),
-                                  stream.feed, stream.close, self.runner.wake)
+            outputs = engine_outputs(request_iterator, self.runner, stream,
+                                     lambda job: self.runner.engine.attach(job, stream), "fine",
+                                     lambda m: convert.fine_from_pb(m.fine.tokens, "fine"))
             sequence = start = 0
-            try:
-                async for pcm in bridge:
+            async with aclosing(outputs):
+                async for pcm in outputs:
                     yield stages_pb2.CodecDecodeResponse(chunk=convert.pcm_chunk(
                         pcm, request_id=cfg.request_id, segment_index=cfg.segment_index,
                         sequence_number=sequence, start_sample=start, sample_rate_hz=C.SAMPLE_RATE))
                     sequence, start = sequence + 1, start + len(pcm)
-                yield stages_pb2.CodecDecodeResponse(end=common_pb2.StageEnd(
-                    request_id=cfg.request_id, segment_index=cfg.segment_index, total=start))
-            finally:
-                reader.cancel()
-                bridge.job.cancel()
-                self.runner.wake()
+            yield stages_pb2.CodecDecodeResponse(end=common_pb2.StageEnd(
+                request_id=cfg.request_id, segment_index=cfg.segment_index, total=start))

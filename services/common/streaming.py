@@ -60,3 +60,23 @@ def start_reader(requests: AsyncIterator[Any], bridge: JobBridge, input_field: s
             wake()
 
     return asyncio.create_task(read())
+
+
+async def engine_outputs(requests: AsyncIterator[Any], runner: Any, stream: Any,
+                         attach: Callable[[Any], None], input_field: str,
+                         parse: Callable[[Any], Any]) -> AsyncIterator[Any]:
+    """The body every bidi stage shares: hand `stream` to the engine, feed it, yield what the engine emits.
+
+    `attach(job)` runs on the engine thread. Use under `contextlib.aclosing` so that a caller who goes
+    away cancels the job and the reader at once (the slot is freed at the engine's next step).
+    """
+    bridge = JobBridge()
+    runner.submit(bridge.job, lambda: attach(bridge.job))
+    reader = start_reader(requests, bridge, input_field, parse, stream.feed, stream.close, runner.wake)
+    try:
+        async for item in bridge:
+            yield item
+    finally:
+        reader.cancel()
+        bridge.job.cancel()
+        runner.wake()
