@@ -273,3 +273,20 @@ class StaticDecoder:
 def param_bytes(model: nn.Module) -> int:
     """Bytes read per decode step if every weight is touched once (the weight-streaming floor)."""
     return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def decode_step(model: GPT, cache: KVCache, last: torch.Tensor, positions: list[int],
+                decoder: StaticDecoder | None = None) -> torch.Tensor:
+    """One new token per row, each at its own position: the decode step the semantic and coarse engines share.
+
+    last: (n, 1) the rows' newest tokens, rows 0..n-1 of `cache`; returns logits (n, V).
+    """
+    n = len(positions)
+    if decoder is not None:
+        return decoder(last, torch.tensor(positions, device=last.device), max(positions) + 1)
+    view = KVCache(cache.k[:, :n], cache.v[:, :n])
+    emb = model.embed(last)  # (n, 1, C)
+    if all(p == positions[0] for p in positions):
+        return model(emb, view, start=positions[0])
+    pos = torch.tensor(positions, device=last.device)[:, None]  # (n, 1)
+    return model(emb, view, pos=pos, kv_len=max(positions) + 1)

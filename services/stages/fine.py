@@ -155,8 +155,6 @@ class FineEngine:
         for m in self.members:
             m.job.finish(error)
         self.members = []
-        if hasattr(self, "rows"):
-            self.rows = []
 
     def busy(self) -> bool:
         return bool(self.members)

@@ -16,7 +16,7 @@ import torch
 
 from ..bark import constants as C
 from ..bark.params import SemanticParams
-from ..model.gpt import GPT, KVCache, StaticDecoder, cache_dtype
+from ..model.gpt import GPT, KVCache, StaticDecoder, cache_dtype, decode_step
 from ..model.sampling import batchable, draw, make_generator, probabilities
 from .jobs import Job
 from .observe import NULL_OBSERVER, StageObserver
@@ -149,17 +149,7 @@ class SemanticEngine:
         n = len(self.rows)
         self.observer.step("decode", n)
         positions = [r.position for r in self.rows]
-        if self.decoder is not None:
-            pos = torch.tensor(positions, device=self.device)  # (n,)
-            logits = self.decoder(self.last[:n], pos, max(positions) + 1)
-        else:
-            view = KVCache(self.cache.k[:, :n], self.cache.v[:, :n])
-            emb = self.model.embed(self.last[:n])  # (n, 1, C)
-            if all(p == positions[0] for p in positions):
-                logits = self.model(emb, view, start=positions[0])
-            else:
-                pos = torch.tensor(positions, device=self.device)[:, None]  # (n, 1)
-                logits = self.model(emb, view, pos=pos, kv_len=max(positions) + 1)
+        logits = decode_step(self.model, self.cache, self.last[:n], positions, self.decoder)
         for r in self.rows:
             r.position += 1
         self._advance(list(range(n)), logits)
