@@ -193,20 +193,26 @@ class App:
 
     def _load(self) -> None:
         from .bark.tokenizer import BarkTokenizer
-        from .bark.voices import VoiceLibrary
-        from .model.weights import load_checkpoint
+        from .bark.voices import HF_INDEX, VoiceLibrary
 
         cfg = self.serve_config
-        ckpt = load_checkpoint(checkpoint_dir(cfg))
+        root = checkpoint_dir(cfg)
         if self.stages:
+            from .model.weights import load_checkpoint
+
+            ckpt = load_checkpoint(root)
             self._start_engines(ckpt)
-        tokenizer = BarkTokenizer.from_dir(ckpt.tokenizer_dir()) if ckpt.tokenizer_dir() else None
+            root = ckpt.root
+        # The tokenizer and the voices are plain files of the checkpoint: an orchestrator-only process
+        # reads them without loading (or holding) any weights.
+        has_tokenizer = any((root / n).is_file() for n in ("tokenizer.json", "vocab.txt"))
+        tokenizer = BarkTokenizer.from_dir(root) if has_tokenizer else None
         if "semantic" in self.servicers:
             self.servicers["semantic"].tokenizer = tokenizer
         if self.orchestrated:
             if tokenizer is None:
-                raise ValueError(f"checkpoint {ckpt.root} has no tokenizer files (vocab.txt / tokenizer.json)")
-            roots = [ckpt.voices_dir] if ckpt.voices_dir else []
+                raise ValueError(f"checkpoint {root} has no tokenizer files (vocab.txt / tokenizer.json)")
+            roots = [root] if (root / HF_INDEX).is_file() else []
             roots += [Path(p) for p in cfg.voices_dir.split(",") if p.strip()]
             orch = self.servicers["orchestrator"]
             orch.tokenizer = tokenizer
