@@ -157,24 +157,29 @@ class App:
         return min(self.server_config.max_concurrent_streams, self.serve_config.max_batch + queued)
 
     def _register(self) -> None:
-        from .coarse.servicer import CoarseServicer
-        from .codec.servicer import CodecServicer
-        from .fine.servicer import FineServicer
-        from .semantic.servicer import SemanticServicer
-
+        # Each stage servicer is imported only when this process runs that stage: they pull in
+        # torch, which an orchestrator-only process must not load.
         server, h = self.handle.server, self.handle
         # With the orchestrator in this process, its streams call these stages: they drain after it.
         inner, limit = self.orchestrated, self._stage_limit()
         if "semantic" in self.stages:
+            from .semantic.servicer import SemanticServicer
+
             self.servicers["semantic"] = s = SemanticServicer(None, h.admission("semantic", limit, inner=inner), None)
             stages_pb2_grpc.add_SemanticServiceServicer_to_server(s, server)
         if "coarse" in self.stages:
+            from .coarse.servicer import CoarseServicer
+
             self.servicers["coarse"] = s = CoarseServicer(None, h.admission("coarse", limit, inner=inner))
             stages_pb2_grpc.add_CoarseServiceServicer_to_server(s, server)
         if "fine" in self.stages:
+            from .fine.servicer import FineServicer
+
             self.servicers["fine"] = s = FineServicer(None, h.admission("fine", limit, inner=inner))
             stages_pb2_grpc.add_FineServiceServicer_to_server(s, server)
         if "codec" in self.stages:
+            from .codec.servicer import CodecServicer
+
             self.servicers["codec"] = s = CodecServicer(None, h.admission("codec", limit, inner=inner))
             stages_pb2_grpc.add_CodecServiceServicer_to_server(s, server)
         if self.orchestrated:

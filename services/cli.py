@@ -99,6 +99,8 @@ def run_generate(args: argparse.Namespace) -> int:
     voice = load_voice(args.voice, ckpt.voices_dir, allow_files=True)
     options = ModelOptions(device=args.device, dtype=args.dtype, quantize=args.quantize)
     models = load_stage_models(ckpt, options=options)
+    # Keep only the checkpoint's facts: its tensors (memory-mapped file pages) are no longer needed.
+    ckpt = models.checkpoint
     synth = Synthesizer(models, BarkTokenizer.from_dir(ckpt.tokenizer_dir()))
     progress = StageProgress(sys.stderr.isatty())
     try:
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run a server-side command; user mistakes end with one line on stderr and exit code 1."""
     from .bark.voices import VoiceError
-    from .model.weights import CheckpointError
+    from .model.files import CheckpointError  # torch-free: `serve --role orchestrator` must not load torch
 
     args = build_parser().parse_args(argv)
     try:

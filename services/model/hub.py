@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .weights_io import HF_WEIGHT_FILES, CheckpointError
+from .files import HF_WEIGHT_FILES, CheckpointError
 
 DEFAULT_REPO = "suno/bark-small"
 COMMON_PATTERNS = (

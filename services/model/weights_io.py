@@ -11,15 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-HF_WEIGHT_FILES = (
-    ("model.safetensors.index.json", "model.safetensors"),
-    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-)
+# Defined in the torch-free files.py (the orchestrator imports them there); importable from here as before.
+from .files import HF_WEIGHT_FILES, CheckpointError
+
 SHOW = 5  # keys named per problem in an error message
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or does not match its config."""
+ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first bytes: torch.save's default format
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -34,17 +30,30 @@ def _numpy_scalar_globals() -> list[Any]:
     ]
 
 
+def is_zip_torch_file(path: Path) -> bool:
+    """Whether `path` has torch.save's zipfile format (the default since torch 1.6), the one
+    torch.load can memory-map; the legacy format (`_use_new_zipfile_serialization=False`) cannot."""
+    with path.open("rb") as f:
+        return f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+
+
 def torch_load(path: Path) -> Any:
-    """`torch.load` that never runs arbitrary pickled code."""
+    """`torch.load` that never runs arbitrary pickled code, memory-mapping the file where its format allows.
+
+    Mapped, the tensors are views of the file (copy-on-write, the file is never written): a stage
+    process that keeps one model of a multi-GB pytorch_model.bin reads only that model's bytes,
+    instead of first copying the whole file into its own memory.
+    """
     try:
+        mmap = is_zip_torch_file(path)
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError:
             # Suno's original .pt files store `best_val_loss` as a numpy scalar, which the weights-only
             # unpickler refuses. Allow exactly numpy's scalar reconstruction (still weights-only); any
             # other object in the file keeps failing, rather than falling back to full unpickling.
             with torch.serialization.safe_globals(_numpy_scalar_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch.load surfaces corrupt files as many types (struct.error, RuntimeError, ...)
         raise CheckpointError(f"{path}: cannot read checkpoint file ({type(e).__name__}: {first_line(e)})") from e
 
