@@ -73,11 +73,12 @@ def test_packed_linear_matches_f_linear(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_linear_rows_do_not_depend_on_the_batch(dtype):
     """A row's result is bit-identical whether it is computed alone, in a decode batch or in a prefill."""
-    packed = PackedLinear(linear(768, 2304).to(dtype))
-    x = torch.randn(600, 768, dtype=dtype)
-    alone = packed(x[:1])
-    for rows in (2, 3, 8, 257, 600):
-        assert torch.equal(packed(x[:rows])[:1], alone), rows
+    for n_in, n_out in ((768, 2304), (768, 768), (768, 3072), (3072, 768), (768, 10048), (1024, 4096), (4096, 1024)):
+        packed = PackedLinear(linear(n_in, n_out).to(dtype))
+        x = torch.randn(600, n_in, dtype=dtype)
+        alone = packed(x[:1])
+        for rows in (2, 3, 8, 257, 600):
+            assert torch.equal(packed(x[:rows])[:1], alone), (n_in, n_out, rows)
 
 
 def test_prepare_packs_only_big_cpu_linears():

@@ -37,7 +37,14 @@ def packing_available() -> bool:
 
 
 class PackedLinear(nn.Module):
-    """`nn.Linear` with its weight in oneDNN's packed layout (CPU; float32 or bfloat16)."""
+    """`nn.Linear` with its weight in oneDNN's packed layout (CPU; float32 or bfloat16).
+
+    A request must get the same numbers alone as in a batch, so a row's result may not depend on how
+    many rows share the call. oneDNN keeps to that for two rows and more, but for some shapes it runs a
+    single row through another kernel that sums in another order (float32 3072 -> 768, bark's MLP down
+    projection, on this project's machines). Such a linear is found once, here, by trying it, and then
+    computes a single row as two (the same cost: the weights are read once either way).
+    """
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -45,12 +52,21 @@ class PackedLinear(nn.Module):
         self.dtype = linear.weight.dtype
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())  # opaque (N, K)
         self.bias = None if linear.bias is None else linear.bias.detach()
+        self.pad_single_row = False  # the probe below tries the plain single-row call
+        self.pad_single_row = not self._rows_independent()
+
+    def _rows_independent(self) -> bool:
+        probe = torch.randn(8, self.in_features, generator=torch.Generator().manual_seed(0)).to(self.dtype)  # (8, K)
+        return torch.equal(self(probe[:1]), self(probe)[:1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape  # (..., K)
         x2 = x.reshape(-1, self.in_features).contiguous()  # (M, K)
+        single = x2.shape[0] == 1 and self.pad_single_row
+        if single:
+            x2 = x2.expand(2, -1).contiguous()  # (2, K)
         y = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")  # (M, N)
-        return y.view(*shape[:-1], self.out_features)
+        return (y[:1] if single else y).view(*shape[:-1], self.out_features)
 
     def weight_bytes(self) -> int:
         return self.in_features * self.out_features * self.dtype.itemsize
