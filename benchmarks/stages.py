@@ -18,20 +18,24 @@ sizes, random weights), greedy, with a voice preset of that checkpoint:
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from barkstream.services.bark import constants as C
 from barkstream.services.bark.params import CoarseParams, FineParams, SamplingParams, SemanticParams
-from barkstream.services.model.quant import linear_weight_bytes
+from barkstream.services.model.gpt import cache_dtype
+from barkstream.services.model.quant import Int8Linear, PackedLinear, linear_weight_bytes
 from barkstream.services.stages.coarse import CoarseEngine, CoarseRequest
 from barkstream.services.stages.fine import FineEngine, FineRequest
 from barkstream.services.stages.jobs import Job
 from barkstream.services.stages.models import ModelOptions, StageModels, load_stage_models
+from barkstream.services.stages.semantic import MERGED_LEN as SEMANTIC_PREFIX_POSITIONS
 from barkstream.services.stages.semantic import SemanticEngine, SemanticRequest
 
 from .common import Table, interleaved, machine, median, read_bandwidth, rss_mb, write_report
@@ -182,6 +186,7 @@ class EngineStepper:
     def __init__(self, model, voice):
         self.model, self.voice = model, voice
         self.device = next(model.parameters()).device
+        self.positions: list[int] = []  # of every step (its attention reads position + 1 cached keys per layer)
         self.reset()
 
     def reset(self) -> None:
@@ -196,7 +201,22 @@ class EngineStepper:
     def step(self) -> None:
         if not self.engine.busy():
             self.reset()
+        self.positions.append(self.engine.rows[0].position)
         self.engine.step()  # reads its tokens back: a GPU step is complete when it returns
+
+
+class LinearsOnly:
+    """A model's linears in model order on one row: the weight stream of a decode step without its attention."""
+
+    def __init__(self, model):
+        p = next(model.parameters())
+        self.linears = [m for m in model.modules() if isinstance(m, nn.Linear | PackedLinear | Int8Linear)]
+        self.inputs = [torch.randn(1, 1, m.in_features, device=p.device, dtype=p.dtype) for m in self.linears]
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        for m, x in zip(self.linears, self.inputs, strict=True):
+            m(x)
 
 
 def step_bytes(model) -> int:
@@ -206,7 +226,13 @@ def step_bytes(model) -> int:
     return linear_weight_bytes(model) + norms + rows
 
 
-def bench_decode_step(ours: dict[str, Ours], hf, voice, reps: int) -> tuple[Table, dict]:
+def kv_bytes_per_position(model) -> int:
+    """Bytes of keys and values one cached position holds for one row (every layer), as the engines store them."""
+    c = model.config
+    return 2 * c.n_layer * c.n_embd * cache_dtype(next(model.parameters()).dtype, "cpu").itemsize
+
+
+def bench_decode_step(ours: dict[str, Ours], hf, voice, reps: int) -> tuple[list[Table], dict]:
     from .hf_baseline import HFStepper
 
     steppers = {name: EngineStepper(o.models.semantic, voice) for name, o in ours.items()}
@@ -228,14 +254,19 @@ def bench_decode_step(ours: dict[str, Ours], hf, voice, reps: int) -> tuple[Tabl
     timers = {name: timed(s) for name, s in steppers.items()}
     if hf_stepper is not None:
         timers["transformers fp32"] = timed(hf_stepper)
+    # The same linears without the rest of the step: what the weight stream alone costs through our kernels.
+    parts = {f"{name} linears only": name for name in ("fp32", "int8") if name in ours}
+    for part, name in parts.items():
+        timers[part] = timed(LinearsOnly(ours[name].models.semantic))
     timers["bandwidth"] = lambda: read_bandwidth(buffer, lambda: sync(device))
     samples = interleaved(timers, reps)
     bw = median(samples.pop("bandwidth"))
+    linears = {name: median(samples.pop(part)) for part, name in parts.items()}
     fp32_step = median(samples["fp32"])
     table = Table("Semantic decode step, batch 1 (median of interleaved repetitions)",
                   ["variant", "step ms", "weights read MB", "floor ms", "step / floor", "vs fp32", "vs transformers"])
     hf_step = median(samples.get("transformers fp32", [float("nan")]))
-    data = {"read_bandwidth_gb_s": bw / 1e9, "steps_ms": {}}
+    data = {"read_bandwidth_gb_s": bw / 1e9, "steps_ms": {}, "breakdown": {}}
     for name, values in samples.items():
         step = median(values)
         model = ours[name].models.semantic if name in ours else ours["fp32"].models.semantic
@@ -245,7 +276,23 @@ def bench_decode_step(ours: dict[str, Ours], hf, voice, reps: int) -> tuple[Tabl
         data["steps_ms"][name] = {"median": step * 1e3, "all": [v * 1e3 for v in values], "bytes": nbytes,
                                   "floor_ms": floor * 1e3}
     table.add("(read bandwidth)", f"{bw / 1e9:.1f} GB/s", "", "", "", "", "")
-    return table, data
+
+    parts_table = Table("Where a batch-1 decode step's time goes (same run; floor = bytes / read bandwidth)",
+                        ["variant", "part", "ms", "MB read", "floor ms", "x floor", "share of step"])
+    for name, lin in linears.items():
+        model, step = ours[name].models.semantic, data["steps_ms"][name]["median"] / 1e3
+        kv = statistics.mean(steppers[name].positions) + 1  # cached positions each step's attention reads
+        kv_bytes = kv * kv_bytes_per_position(model)
+        w_bytes = step_bytes(model)
+        parts_table.add(name, "linears alone (the weight stream)", lin * 1e3, w_bytes / 1e6, w_bytes / bw * 1e3,
+                        lin * bw / w_bytes, lin / step)
+        parts_table.add(name, f"attention (~{kv:.0f} cached positions) + other ops", (step - lin) * 1e3,
+                        kv_bytes / 1e6, kv_bytes / bw * 1e3, (step - lin) * bw / kv_bytes, (step - lin) / step)
+        parts_table.add(name, "whole step", step * 1e3, (w_bytes + kv_bytes) / 1e6, (w_bytes + kv_bytes) / bw * 1e3,
+                        step * bw / (w_bytes + kv_bytes), 1.0)
+        data["breakdown"][name] = {"linears_ms": lin * 1e3, "rest_ms": (step - lin) * 1e3, "kv_positions": kv,
+                                   "kv_bytes": kv_bytes, "weight_bytes": w_bytes}
+    return [table, parts_table], data
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -286,13 +333,25 @@ def bench_end_to_end(ours: dict[str, Ours], hf, voice, settings: Settings) -> tu
 # ------------------------------------------------------------------------------------------ batching
 
 
-def bench_concurrency(o: Ours, voice, settings: Settings) -> tuple[Table, dict]:
-    """8 requests of different lengths: one engine (continuous batching) against one at a time."""
+def bench_concurrency(o: Ours, voice, settings: Settings, bandwidth: float) -> tuple[Table, dict]:
+    """8 requests of different lengths: one engine (continuous batching) against one at a time.
+
+    Also what an ideal engine would get for the same requests on this machine: every decode step
+    streaming its bytes (weights once per step, every row's cached keys and values) at `bandwidth`
+    (B/s), alone and batched, and the prefills as long as they measured here (they are compute-bound).
+    """
     model = o.models.semantic
     texts = text_ids(len(settings.concurrent_lengths), seed=3)
     reqs = [SemanticRequest(t, voice.semantic_prompt, greedy_params(n)[0], 0)
             for t, n in zip(texts, settings.concurrent_lengths, strict=True)]
     total = sum(settings.concurrent_lengths)
+    prefill_s: dict[str, list[float]] = {"batched": [], "alone": []}
+
+    def drain_timing_prefill(engine, key: str) -> None:
+        t0 = time.perf_counter()
+        engine.step()  # the admitted requests' prefill
+        prefill_s[key].append(time.perf_counter() - t0)
+        drain(engine)
 
     def together() -> tuple[float, list[np.ndarray]]:
         engine = SemanticEngine(model, max_batch=len(reqs))
@@ -301,7 +360,7 @@ def bench_concurrency(o: Ours, voice, settings: Settings) -> tuple[Table, dict]:
         for j, r in zip(jobs, reqs, strict=True):
             engine.add(j, r)
         with torch.inference_mode():
-            drain(engine)
+            drain_timing_prefill(engine, "batched")
         return time.perf_counter() - t0, [np.concatenate(j.chunks) for j in jobs]
 
     def alone() -> tuple[float, list[np.ndarray]]:
@@ -310,19 +369,24 @@ def bench_concurrency(o: Ours, voice, settings: Settings) -> tuple[Table, dict]:
             job = Job()
             engine.add(job, r)
             with torch.inference_mode():
-                drain(engine)
+                drain_timing_prefill(engine, "alone")
             out.append(np.concatenate(job.chunks))
         return time.perf_counter() - t0, out
 
     t_batch, toks_batch = together()
     t_alone, toks_alone = alone()
     same = all(np.array_equal(a, b) for a, b in zip(toks_batch, toks_alone, strict=True))
+    bound = batching_bound(settings.concurrent_lengths, step_bytes(model), kv_bytes_per_position(model), bandwidth,
+                           sum(prefill_s["alone"]), sum(prefill_s["batched"]))
     table = Table("Continuous batching: 8 concurrent requests of different lengths through one engine (fp32)",
                   ["stage", "requests (tokens)", "one at a time tok/s", "batched tok/s", "speed-up",
                    "same tokens as alone"])
     table.add("semantic", f"8 ({min(settings.concurrent_lengths)}..{max(settings.concurrent_lengths)})",
               total / t_alone, total / t_batch, t_alone / t_batch, same)
-    data = {"semantic": {"alone_s": t_alone, "batched_s": t_batch, "tokens": total, "same_tokens": same}}
+    table.add("semantic", f"the same, ideal: every step's bytes at {bandwidth / 1e9:.1f} GB/s",
+              total / bound["alone_s"], total / bound["batched_s"], bound["speed_up"], "")
+    data = {"semantic": {"alone_s": t_alone, "batched_s": t_batch, "tokens": total, "same_tokens": same,
+                         "prefill_s": prefill_s, "bound": bound}}
     if settings.coarse_concurrency:
         row, data["coarse"] = _coarse_concurrency(o, voice, settings)
         table.add(*row)
@@ -333,6 +397,27 @@ def bench_concurrency(o: Ours, voice, settings: Settings) -> tuple[Table, dict]:
               "", "", "", f"short finished first: {arrival['short_finished_first']} "
                           f"({arrival['short_s']:.1f} s vs long {arrival['long_s']:.1f} s)")
     return table, data
+
+
+def batching_bound(lengths: tuple[int, ...], weight_bytes: int, kv_bytes_per_pos: int, bandwidth: float,
+                   prefill_alone_s: float, prefill_batched_s: float) -> dict:
+    """Seconds for the requests alone and batched if every decode step ran at the read bandwidth.
+
+    A step reads the weights once however many rows it has, but each row's own cached keys and
+    values (position + 1 of them): batching shares the first and not the second. A request of n
+    tokens takes its prefill (which yields the first token) and n - 1 decode steps at positions
+    257, 258, ...
+    """
+    start = SEMANTIC_PREFIX_POSITIONS
+
+    def kv(p: int) -> int:
+        return (p + 1) * kv_bytes_per_pos
+
+    alone = sum(weight_bytes + kv(start + t) for n in lengths for t in range(n - 1))
+    batched = sum(weight_bytes + sum(kv(start + t) for n in lengths if t < n - 1) for t in range(max(lengths) - 1))
+    alone_s, batched_s = prefill_alone_s + alone / bandwidth, prefill_batched_s + batched / bandwidth
+    return {"alone_s": alone_s, "batched_s": batched_s, "speed_up": alone_s / batched_s,
+            "decode_bytes_alone": alone, "decode_bytes_batched": batched}
 
 
 def _coarse_concurrency(o: Ours, voice, settings: Settings) -> tuple[list, dict]:
@@ -412,7 +497,8 @@ def targets(step: dict, e2e: dict, conc: dict) -> Table:
         t.add("end to end b1: bf16 >= 3x transformers fp32 (agreement with fp32: sem/coarse/fine)",
               f"{speed:.2f}x ({agree[0]:.2f}/{agree[1]:.2f}/{agree[2]:.2f})", speed >= 3)
     sem = conc["semantic"]
-    t.add("8 concurrent requests: semantic aggregate tok/s >= 4x batch 1", f"{sem['alone_s'] / sem['batched_s']:.2f}x",
+    t.add("8 concurrent requests: semantic aggregate tok/s >= 4x batch 1",
+          f"{sem['alone_s'] / sem['batched_s']:.2f}x (an engine at full bandwidth: {sem['bound']['speed_up']:.2f}x)",
           sem["alone_s"] / sem["batched_s"] >= 4)
     late = conc["late_short_request"]
     t.add("a short request arriving during a long one finishes first",
@@ -441,16 +527,18 @@ def main(checkpoint: Path, quick: bool, with_hf: bool = True, device: str = "cpu
 
         hf = HFBark(checkpoint, device)
     print(f"models loaded in {time.perf_counter() - t0:.0f} s; measuring decode steps ...", flush=True)
-    step_table, step_data = bench_decode_step(ours, hf, voice, settings.step_reps)
-    print(step_table.render(), flush=True)
+    step_tables, step_data = bench_decode_step(ours, hf, voice, settings.step_reps)
+    for t in step_tables:
+        print(t.render(), flush=True)
     print("end to end ...", flush=True)
     e2e_tables, e2e_data = bench_end_to_end(ours, hf, voice, settings)
     for t in e2e_tables:
         print(t.render(), flush=True)
     del hf
     print("continuous batching ...", flush=True)
-    conc_table, conc_data = bench_concurrency(ours["fp32"], voice, settings)
-    tables = [step_table, *e2e_tables, conc_table, targets(step_data, e2e_data, conc_data)]
+    conc_table, conc_data = bench_concurrency(ours["fp32"], voice, settings,
+                                              step_data["read_bandwidth_gb_s"] * 1e9)
+    tables = [*step_tables, *e2e_tables, conc_table, targets(step_data, e2e_data, conc_data)]
     data = {"machine": info, "settings": settings.__dict__, "voice": voice_name, "decode_step": step_data,
             "end_to_end": e2e_data, "concurrency": conc_data, "process_memory": rss_mb()}
     print("\n# stages benchmark results", flush=True)
