@@ -66,16 +66,20 @@ def read_bandwidth(buffer, sync: Callable[[], None] = lambda: None) -> float:
 
 
 def rss_mb(pid: int | str = "self") -> dict[str, float]:
-    """Resident set size now and at its peak (VmRSS, VmHWM) of a process, in MiB (Linux)."""
+    """Resident memory of a process in MiB (Linux): now, at its peak (VmRSS, VmHWM), and the private part
+    (RssAnon: what the process alone holds; the rest is file pages such as the memory-mapped weights,
+    which other processes share and the kernel can reclaim)."""
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon"):
                 out[key] = int(value.split()[0]) / 1024
     except OSError:
         pass
-    return {"rss_mb": out.get("VmRSS", float("nan")), "peak_rss_mb": out.get("VmHWM", float("nan"))}
+    nan = float("nan")
+    return {"rss_mb": out.get("VmRSS", nan), "peak_rss_mb": out.get("VmHWM", nan),
+            "private_mb": out.get("RssAnon", nan)}
 
 
 def machine() -> dict:

@@ -247,7 +247,7 @@ def main(checkpoint: Path, quick: bool, threads: int | None = None, device: str 
                   ["N", "mode", "audio s", "wall s", "TTFA p50 s", "TTFA p95 s", "RTF p50", "RTF p95",
                    "audio s / wall s", "overhead vs in-process", "same audio", "errors"])
     memory = Table("Resident memory of the server processes (after the runs)",
-                   ["deployment", "process", "RSS MiB", "peak RSS MiB"])
+                   ["deployment", "process", "RSS MiB", "private MiB", "peak RSS MiB"])
     data: dict = {"machine": info, "settings": settings.__dict__, "device": device, "dtype": dtype, "runs": {}}
     with deployments(checkpoint, log_dir, ["--device", device, "--dtype", dtype]) as servers:
         targets = {name: group[-1].target for name, group in servers.items()}
@@ -287,7 +287,7 @@ def main(checkpoint: Path, quick: bool, threads: int | None = None, device: str 
         for name, group in servers.items():
             for s in group:
                 m = s.memory()
-                memory.add(name, s.role, m["rss_mb"], m["peak_rss_mb"])
+                memory.add(name, s.role, m["rss_mb"], m["private_mb"], m["peak_rss_mb"])
     data["log_dir"] = str(log_dir)
     data["overhead_median"] = median(
         r["wall_s"] / data["runs"][f"{k.split('/')[0]}/in-process"]["wall_s"] - 1

@@ -93,13 +93,52 @@ def test_corrupt_zip_is_a_checkpoint_error(tmp_path: Path) -> None:
         torch_load(path)
 
 
-def test_stage_models_keep_no_mapping_of_the_weights_file(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
-    """The models copy the weights: once loaded, nothing pins the file's pages (fine heads and codec included)."""
-    from barkstream.services.stages.models import load_stage_models
+def test_stage_models_read_unconverted_weights_from_the_mapped_file(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    """float32 on CPU: the loaded tensors become the parameters (no copy; the big text embedding stays
+    file pages read on demand), with the same values a plain load gives and the fine heads still tied.
+    A dtype change converts every tensor, after which nothing maps the file."""
+    from barkstream.services.stages.models import ModelOptions, load_stage_models
 
     # A private copy: other tests hold the session checkpoint (and its mapping) open.
     root = Path(shutil.copytree(tiny_checkpoint_dir, tmp_path / "ckpt"))
-    models = load_stage_models(root)
+    weights = root / "pytorch_model.bin"
+    plain = torch.load(weights, map_location="cpu", weights_only=True)
+    models = load_stage_models(root, ["semantic", "fine"])
+    ranges = _file_mappings(weights)
+    embedding = models.semantic.input_embeds_layer.weight
+    assert _file_backed(embedding, ranges)
+    assert torch.equal(embedding, plain["semantic.input_embeds_layer.weight"])  # the HF layout's name
+    fine = models.fine
+    for i, head in enumerate(fine.lm_heads):
+        assert head.weight is fine.input_embeds_layers[i + fine.config.n_codes_given].weight
+    del models, embedding, fine, head
     gc.collect()
-    assert models.semantic is not None and models.fine is not None and models.codec is not None
-    assert not _file_mappings(root / "pytorch_model.bin")
+
+    converted = load_stage_models(root, ["semantic", "fine", "codec"], ModelOptions(dtype="bfloat16"))
+    gc.collect()
+    assert converted.semantic.input_embeds_layer.weight.dtype == torch.bfloat16
+    assert not _file_mappings(weights)
+
+
+def test_rewriting_a_checkpoint_under_loaded_models_is_safe(tmp_path: Path) -> None:
+    """Models read their unconverted weights from the mapped file, so `checkpoint random --force` must
+    replace the file (rename), never rewrite it in place (a truncated mapping is SIGBUS: a dead
+    process). Run in a child so that a regression fails this test instead of killing pytest."""
+    import subprocess
+    import sys
+
+    script = f"""
+import torch
+from barkstream.services.model.checkpoint import write_random_checkpoint
+from barkstream.services.stages.models import load_stage_models
+root = write_random_checkpoint({str(tmp_path / "ck")!r}, size="tiny", seed=0)
+models = load_stage_models(root, ["semantic"])
+before = models.semantic.input_embeds_layer.weight.clone()
+write_random_checkpoint(root, size="tiny", seed=1, overwrite=True)
+assert torch.equal(models.semantic.input_embeds_layer.weight, before)
+fresh = load_stage_models(root, ["semantic"]).semantic.input_embeds_layer.weight
+assert not torch.equal(fresh, before)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.returncode, done.stderr[-2000:])

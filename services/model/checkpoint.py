@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -331,7 +332,11 @@ def write_random_checkpoint(
     state: dict[str, torch.Tensor] = {}
     for prefix, sd in _model_states(config, seed, head_scale):
         state.update({prefix + k: v for k, v in sd.items()})
-    torch.save(state, out / "pytorch_model.bin")  # tied fine heads share storage: stored once
+    # Written beside and renamed over the old file, never rewritten in place: servers memory-map the
+    # weights (services/model/weights_io.py), and truncating a mapped file kills them with SIGBUS.
+    partial = out / "pytorch_model.bin.partial"
+    torch.save(state, partial)  # tied fine heads share storage: stored once
+    os.replace(partial, out / "pytorch_model.bin")
     _write_json(out / "config.json", hf_config_dict(config))
     _write_json(out / "generation_config.json", generation_config_dict())
     _write_tokenizer(out)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..model.codec import Codec
+from ..model.config import FineGPTConfig, GPTConfig
 from ..model.fine import FineGPT
 from ..model.gpt import GPT
 from ..model.quant import QUANTIZE_MODES, prepare_linears
@@ -50,8 +51,21 @@ class StageModels:
     codec: Codec | None = None
 
 
-def _gpt(model: GPT | FineGPT, state: dict[str, torch.Tensor], options: ModelOptions) -> GPT | FineGPT:
-    model.load_state_dict(state, strict=True)
+def _gpt(cls: type[GPT] | type[FineGPT], config: GPTConfig | FineGPTConfig, state: dict[str, torch.Tensor],
+         options: ModelOptions) -> GPT | FineGPT:
+    """Build a transformer straight from the checkpoint's tensors.
+
+    The module tree is made on the meta device (no random initialisation to compute and then
+    overwrite: seconds and a model's worth of memory per stage) and the loaded tensors become its
+    parameters. The checkpoint is memory-mapped, so what is never converted stays file pages read on
+    demand: the semantic model's 398 MB text embedding costs only the rows requests use. The linears
+    are repacked (copied) by prepare_linears; a dtype or device change copies everything.
+    """
+    with torch.device("meta"):
+        model = cls(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    if isinstance(model, FineGPT):
+        model.tie_heads()  # assign gave the heads their own Parameters
     model = model.to(device=options.device, dtype=options.torch_dtype()).eval().requires_grad_(False)
     prepare_linears(model, options.quantize, pack=options.pack_linears)
     if isinstance(model, GPT):
@@ -74,11 +88,11 @@ def load_stage_models(
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
     if "semantic" in stages:
-        out.semantic = _gpt(GPT(ck.config.semantic), ck.semantic, options)
+        out.semantic = _gpt(GPT, ck.config.semantic, ck.semantic, options)
     if "coarse" in stages:
-        out.coarse = _gpt(GPT(ck.config.coarse), ck.coarse, options)
+        out.coarse = _gpt(GPT, ck.config.coarse, ck.coarse, options)
     if "fine" in stages:
-        out.fine = _gpt(FineGPT(ck.config.fine), ck.fine, options)
+        out.fine = _gpt(FineGPT, ck.config.fine, ck.fine, options)
     if "codec" in stages:
         out.codec = Codec.from_state_dict(ck.require_codec(), device=options.device)
     return out
