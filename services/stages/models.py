@@ -55,11 +55,13 @@ def _gpt(cls: type[GPT] | type[FineGPT], config: GPTConfig | FineGPTConfig, stat
          options: ModelOptions) -> GPT | FineGPT:
     """Build a transformer straight from the checkpoint's tensors.
 
-    The module tree is made on the meta device (no random initialisation to compute and then
-    overwrite: seconds and a model's worth of memory per stage) and the loaded tensors become its
+    The module tree is made on the meta device (no random initialisation that the load would
+    overwrite: a model's worth of memory off the load peak) and the loaded tensors become its
     parameters. The checkpoint is memory-mapped, so what is never converted stays file pages read on
-    demand: the semantic model's 398 MB text embedding costs only the rows requests use. The linears
-    are repacked (copied) by prepare_linears; a dtype or device change copies everything.
+    demand, shared between processes and reclaimable: the semantic model's 398 MB text embedding
+    costs only the rows requests use. The linears are repacked (copied) by prepare_linears; a dtype
+    or device change copies everything. Tensors of one loaded Checkpoint are shared by every model
+    built from it: nothing may write to a parameter in place.
     """
     with torch.device("meta"):
         model = cls(config)
