@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from ..model.codec import Codec
 from ..model.config import FineGPTConfig, GPTConfig
@@ -18,6 +19,7 @@ from ..model.fine import FineGPT
 from ..model.gpt import GPT
 from ..model.quant import QUANTIZE_MODES, prepare_linears
 from ..model.weights import Checkpoint, load_checkpoint
+from ..model.weights_io import release_pages
 
 STAGES = ("semantic", "coarse", "fine", "codec")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,7 +71,10 @@ def _gpt(cls: type[GPT] | type[FineGPT], config: GPTConfig | FineGPTConfig, stat
     if isinstance(model, FineGPT):
         model.tie_heads()  # assign gave the heads their own Parameters
     model = model.to(device=options.device, dtype=options.torch_dtype()).eval().requires_grad_(False)
+    sources = [m.weight for m in model.modules() if type(m) is nn.Linear]
     prepare_linears(model, options.quantize, pack=options.pack_linears)
+    kept = {p.data_ptr() for p in model.parameters()}
+    release_pages(w for w in sources if w.data_ptr() not in kept)  # the repacked linears' file pages
     if isinstance(model, GPT):
         model.set_flash_attn(options.flash_attn)
     return model
