@@ -93,83 +93,36 @@ def test_corrupt_zip_is_a_checkpoint_error(tmp_path: Path) -> None:
         torch_load(path)
 
 
-def test_stage_models_read_unconverted_weights_from_the_mapped_file(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
-    """float32 on CPU: the loaded tensors become the parameters (no copy; the big text embedding stays
-    file pages read on demand), with the same values a plain load gives and the fine heads still tied.
-    A dtype change converts every tensor, after which nothing maps the file."""
-    from barkstream.services.stages.models import ModelOptions, load_stage_models
+def test_stage_models_keep_no_mapping_of_the_weights_file(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    """The models copy the weights: once loaded, nothing pins the file's pages (fine heads and codec included)."""
+    from barkstream.services.stages.models import load_stage_models
 
     # A private copy: other tests hold the session checkpoint (and its mapping) open.
     root = Path(shutil.copytree(tiny_checkpoint_dir, tmp_path / "ckpt"))
-    weights = root / "pytorch_model.bin"
-    plain = torch.load(weights, map_location="cpu", weights_only=True)
-    models = load_stage_models(root, ["semantic", "fine"])
-    ranges = _file_mappings(weights)
-    embedding = models.semantic.input_embeds_layer.weight
-    assert _file_backed(embedding, ranges)
-    assert torch.equal(embedding, plain["semantic.input_embeds_layer.weight"])  # the HF layout's name
-    fine = models.fine
-    for i, head in enumerate(fine.lm_heads):
-        assert head.weight is fine.input_embeds_layers[i + fine.config.n_codes_given].weight
-    del models, embedding, fine, head
+    models = load_stage_models(root)
     gc.collect()
-
-    converted = load_stage_models(root, ["semantic", "fine", "codec"], ModelOptions(dtype="bfloat16"))
-    gc.collect()
-    assert converted.semantic.input_embeds_layer.weight.dtype == torch.bfloat16
-    assert not _file_mappings(weights)
+    assert models.semantic is not None and models.fine is not None and models.codec is not None
+    assert not _file_mappings(root / "pytorch_model.bin")
 
 
-def test_rewriting_a_checkpoint_under_loaded_models_is_safe(tmp_path: Path) -> None:
-    """Models read their unconverted weights from the mapped file, so `checkpoint random --force` must
-    replace the file (rename), never rewrite it in place (a truncated mapping is SIGBUS: a dead
-    process). Run in a child so that a regression fails this test instead of killing pytest."""
+def test_rewriting_a_checkpoint_under_a_loaded_process_is_safe(tmp_path: Path) -> None:
+    """`checkpoint random --force` renames the new weights into place: a process that still holds the old
+    file memory-mapped (a loaded Checkpoint) keeps its values, instead of seeing the new bytes or dying
+    of SIGBUS on a truncated mapping. Run in a child so that a regression fails this test, not pytest."""
     import subprocess
     import sys
 
     script = f"""
 import torch
 from barkstream.services.model.checkpoint import write_random_checkpoint
-from barkstream.services.stages.models import load_stage_models
+from barkstream.services.model.weights import load_checkpoint
 root = write_random_checkpoint({str(tmp_path / "ck")!r}, size="tiny", seed=0)
-models = load_stage_models(root, ["semantic"])
-before = models.semantic.input_embeds_layer.weight.clone()
+held = load_checkpoint(root).semantic["input_embeds_layer.weight"]
+before = held.clone()
 write_random_checkpoint(root, size="tiny", seed=1, overwrite=True)
-assert torch.equal(models.semantic.input_embeds_layer.weight, before)
-fresh = load_stage_models(root, ["semantic"]).semantic.input_embeds_layer.weight
-assert not torch.equal(fresh, before)
+assert torch.equal(held, before)
+assert not torch.equal(load_checkpoint(root).semantic["input_embeds_layer.weight"], before)
 print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.returncode, done.stderr[-2000:])
-
-
-def _resident_kb(path: Path) -> int:
-    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
-    name, total, inside = str(path.resolve()), 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if fields and "-" in fields[0] and not fields[0].endswith(":"):
-            inside = len(fields) >= 6 and fields[5] == name
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1])
-    return total
-
-
-def test_release_pages_drops_resident_file_pages_and_keeps_every_value(tmp_path: Path) -> None:
-    from barkstream.services.model.weights_io import release_pages
-
-    path = tmp_path / "w.bin"
-    torch.save({"w": torch.randn(4 << 20, generator=torch.Generator().manual_seed(0))}, path)  # 16 MiB
-    w = torch_load(path)["w"]
-    total = float(w.sum())  # touches every page
-    before = _resident_kb(path)
-    assert before > 12 * 1024
-    release_pages([w])
-    assert _resident_kb(path) < before / 4
-    assert float(w.sum()) == total  # read again from the file: nothing lost
-
-    anonymous = torch.randn(4 << 20)
-    copy = anonymous.clone()
-    release_pages([anonymous, torch.zeros(3)])  # plain memory (no swap here) and a tensor under a page
-    assert torch.equal(anonymous, copy)

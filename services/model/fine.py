@@ -63,12 +63,8 @@ class FineGPT(nn.Module):
         self.lm_heads = nn.ModuleList(
             [nn.Linear(config.n_embd, config.output_vocab_size, bias=False) for _ in range(n_heads)]
         )
-        self.tie_heads()
-
-    def tie_heads(self) -> None:
-        """Head i is input embedding i + n_codes_given (Suno's weight tying); again after a load that assigns."""
-        for i, head in enumerate(self.lm_heads):
-            head.weight = self.input_embeds_layers[i + self.config.n_codes_given].weight
+        for i in range(n_heads):
+            self.lm_heads[i].weight = self.input_embeds_layers[i + config.n_codes_given].weight
 
     def forward(self, pred_idx: int, codes: torch.Tensor) -> torch.Tensor:
         """codes: (B, T, 8) int -> logits (B, T, V) float32 for codebook `pred_idx`."""

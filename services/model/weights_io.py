@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
-import mmap
 import pickle
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,6 @@ from .files import HF_WEIGHT_FILES, CheckpointError
 
 SHOW = 5  # keys named per problem in an error message
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first bytes: torch.save's default format
-MADV_PAGEOUT = 21  # <linux/mman.h>, Linux >= 5.4 (Python's mmap module names it only when built against it)
 
 
 def _numpy_scalar_globals() -> list[Any]:
@@ -60,29 +56,6 @@ def torch_load(path: Path) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch.load surfaces corrupt files as many types (struct.error, RuntimeError, ...)
         raise CheckpointError(f"{path}: cannot read checkpoint file ({type(e).__name__}: {first_line(e)})") from e
-
-
-def release_pages(tensors: Iterable[torch.Tensor]) -> None:
-    """Ask the kernel to reclaim the resident pages behind CPU tensors nothing reads any more.
-
-    The weights load memory-mapped and a model keeps some of them as they are (embeddings), so the
-    file stays mapped; the pages a repacked linear was read from would stay resident with it.
-    MADV_PAGEOUT never loses data (clean file pages are read again if touched, anonymous memory
-    without swap stays), so a wrong guess costs time, not correctness. Linux only; a no-op elsewhere.
-    """
-    if sys.platform != "linux":
-        return
-    advice = getattr(mmap, "MADV_PAGEOUT", MADV_PAGEOUT)
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    page = mmap.PAGESIZE
-    for t in tensors:
-        if t.device.type != "cpu" or t.nbytes < page:
-            continue
-        start = -(-t.data_ptr() // page) * page  # only pages the tensor covers whole
-        end = (t.data_ptr() + t.nbytes) // page * page
-        if end > start:
-            madvise(start, end - start, advice)  # best effort: an error only means the pages stay
 
 
 def first_line(e: BaseException) -> str:

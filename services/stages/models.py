@@ -11,15 +11,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from ..model.codec import Codec
-from ..model.config import FineGPTConfig, GPTConfig
 from ..model.fine import FineGPT
 from ..model.gpt import GPT
 from ..model.quant import QUANTIZE_MODES, prepare_linears
 from ..model.weights import Checkpoint, load_checkpoint
-from ..model.weights_io import release_pages
 
 STAGES = ("semantic", "coarse", "fine", "codec")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,28 +50,10 @@ class StageModels:
     codec: Codec | None = None
 
 
-def _gpt(cls: type[GPT] | type[FineGPT], config: GPTConfig | FineGPTConfig, state: dict[str, torch.Tensor],
-         options: ModelOptions) -> GPT | FineGPT:
-    """Build a transformer straight from the checkpoint's tensors.
-
-    The module tree is made on the meta device (no random initialisation that the load would
-    overwrite: a model's worth of memory off the load peak) and the loaded tensors become its
-    parameters. The checkpoint is memory-mapped, so what is never converted stays file pages read on
-    demand, shared between processes and reclaimable: the semantic model's 398 MB text embedding
-    costs only the rows requests use. The linears are repacked (copied) by prepare_linears; a dtype
-    or device change copies everything. Tensors of one loaded Checkpoint are shared by every model
-    built from it: nothing may write to a parameter in place.
-    """
-    with torch.device("meta"):
-        model = cls(config)
-    model.load_state_dict(state, strict=True, assign=True)
-    if isinstance(model, FineGPT):
-        model.tie_heads()  # assign gave the heads their own Parameters
+def _gpt(model: GPT | FineGPT, state: dict[str, torch.Tensor], options: ModelOptions) -> GPT | FineGPT:
+    model.load_state_dict(state, strict=True)
     model = model.to(device=options.device, dtype=options.torch_dtype()).eval().requires_grad_(False)
-    sources = [m.weight for m in model.modules() if type(m) is nn.Linear]
     prepare_linears(model, options.quantize, pack=options.pack_linears)
-    kept = {p.data_ptr() for p in model.parameters()}
-    release_pages(w for w in sources if w.data_ptr() not in kept)  # the repacked linears' file pages
     if isinstance(model, GPT):
         model.set_flash_attn(options.flash_attn)
     return model
@@ -95,11 +74,11 @@ def load_stage_models(
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
     if "semantic" in stages:
-        out.semantic = _gpt(GPT, ck.config.semantic, ck.semantic, options)
+        out.semantic = _gpt(GPT(ck.config.semantic), ck.semantic, options)
     if "coarse" in stages:
-        out.coarse = _gpt(GPT, ck.config.coarse, ck.coarse, options)
+        out.coarse = _gpt(GPT(ck.config.coarse), ck.coarse, options)
     if "fine" in stages:
-        out.fine = _gpt(FineGPT, ck.config.fine, ck.fine, options)
+        out.fine = _gpt(FineGPT(ck.config.fine), ck.fine, options)
     if "codec" in stages:
         out.codec = Codec.from_state_dict(ck.require_codec(), device=options.device)
     return out
