@@ -332,8 +332,9 @@ def write_random_checkpoint(
     state: dict[str, torch.Tensor] = {}
     for prefix, sd in _model_states(config, seed, head_scale):
         state.update({prefix + k: v for k, v in sd.items()})
-    # Written beside and renamed over the old file, never rewritten in place: servers memory-map the
-    # weights (services/model/weights_io.py), and truncating a mapped file kills them with SIGBUS.
+    # Written beside and renamed over the old file, never rewritten in place: a process holding a loaded
+    # checkpoint has its file memory-mapped (services/model/weights_io.py), and would see the new bytes,
+    # or die of SIGBUS on a truncated mapping.
     partial = out / "pytorch_model.bin.partial"
     torch.save(state, partial)  # tied fine heads share storage: stored once
     os.replace(partial, out / "pytorch_model.bin")
