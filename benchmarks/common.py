@@ -67,8 +67,8 @@ def read_bandwidth(buffer, sync: Callable[[], None] = lambda: None) -> float:
 
 def rss_mb(pid: int | str = "self") -> dict[str, float]:
     """Resident memory of a process in MiB (Linux): now, at its peak (VmRSS, VmHWM), and the private part
-    (RssAnon: what the process alone holds; the rest is file pages such as the memory-mapped weights,
-    which other processes share and the kernel can reclaim)."""
+    (RssAnon: what the process alone holds; the rest is file pages such as shared libraries and
+    memory-mapped files, which other processes share and the kernel can reclaim)."""
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
