@@ -90,6 +90,20 @@ def drain(engine) -> None:
         engine.step()
 
 
+def stream_all(engine, request, inputs) -> list[np.ndarray]:
+    """One whole input stream per item of `inputs` (all under `request`), run together in a coarse or fine
+    engine to the end; each stream's output frames (C, T)."""
+    jobs = []
+    for x in inputs:
+        job = Job()
+        stream = engine.add(job, request)
+        stream.feed(x)
+        stream.close()
+        jobs.append(job)
+    drain(engine)
+    return [np.concatenate(j.chunks, axis=1) for j in jobs]
+
+
 @dataclass
 class Run:
     semantic: np.ndarray  # (B, n)
@@ -125,23 +139,12 @@ class Ours:
         seconds["semantic"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        jobs = [Job() for _ in texts]
-        for job, sem in zip(jobs, semantic, strict=True):
-            stream = self.coarse_engine.add(job, CoarseRequest(voice.semantic_prompt, voice.coarse_prompt, cp, 0))
-            stream.feed(sem)
-            stream.close()
-        drain(self.coarse_engine)
-        coarse = np.stack([np.concatenate(j.chunks, axis=1) for j in jobs])  # (B, 2, T)
+        coarse_request = CoarseRequest(voice.semantic_prompt, voice.coarse_prompt, cp, 0)
+        coarse = np.stack(stream_all(self.coarse_engine, coarse_request, semantic))  # (B, 2, T)
         seconds["coarse"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        jobs = [Job() for _ in texts]
-        for job, frames in zip(jobs, coarse, strict=True):
-            stream = self.fine_engine.add(job, FineRequest(voice.fine_prompt, fp, 0))
-            stream.feed(frames)
-            stream.close()
-        drain(self.fine_engine)
-        fine = np.stack([np.concatenate(j.chunks, axis=1) for j in jobs])  # (B, 8, T)
+        fine = np.stack(stream_all(self.fine_engine, FineRequest(voice.fine_prompt, fp, 0), coarse))  # (B, 8, T)
         seconds["fine"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -427,18 +430,11 @@ def _coarse_concurrency(o: Ours, voice, settings: Settings) -> tuple[list, dict]
 
     def run(max_batch: int) -> tuple[float, list[np.ndarray]]:
         engine, out, t0 = CoarseEngine(o.models.coarse, max_batch), [], time.perf_counter()
+        request = CoarseRequest(voice.semantic_prompt, voice.coarse_prompt, cp, 0)
         groups = [sems] if max_batch > 1 else [[s] for s in sems]
         for group in groups:
-            jobs = []
-            for sem in group:
-                job = Job()
-                stream = engine.add(job, CoarseRequest(voice.semantic_prompt, voice.coarse_prompt, cp, 0))
-                stream.feed(sem)
-                stream.close()
-                jobs.append(job)
             with torch.inference_mode():
-                drain(engine)
-            out += [np.concatenate(j.chunks, axis=1) for j in jobs]
+                out += stream_all(engine, request, group)
         return time.perf_counter() - t0, out
 
     t_batch, a = run(len(sems))

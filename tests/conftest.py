@@ -133,6 +133,17 @@ def embedded_server(tiny_checkpoint_dir):
     server.stop()
 
 
+@pytest.fixture()
+def server(embedded_server):
+    """The shared embedded server, checked idle before and after each test (no leaked slots or rows)."""
+    from .service_helpers import engine_load, idle, poll
+
+    app = embedded_server.app
+    assert poll(lambda: idle(app)), f"server busy before the test: {engine_load(app)}"
+    yield embedded_server
+    assert poll(lambda: idle(app)), f"server still holds work after the test: {engine_load(app)}"
+
+
 class ServeProcess:
     """One `barkstream serve ROLE` subprocess on 127.0.0.1, a free port (read from its log), stopped by pid."""
 

@@ -18,7 +18,7 @@ import wave
 import numpy as np
 import pytest
 
-from .service_helpers import ONE_SEGMENT, THREE_SEGMENTS, VOICE, engine_load, idle, poll
+from .service_helpers import ONE_SEGMENT, THREE_SEGMENTS, VOICE
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,12 +35,6 @@ def run(*args: str, target: str | None = None, stdin: str | None = None, cwd=Non
         env["BARKSTREAM_TARGET"] = target
     return subprocess.run(cli(*args), input=stdin, capture_output=True, text=stdin is not None, env=env, cwd=cwd,
                           timeout=120, stdin=None if stdin is not None else subprocess.DEVNULL)
-
-
-@pytest.fixture()
-def server(embedded_server):
-    yield embedded_server
-    assert poll(lambda: idle(embedded_server.app)), engine_load(embedded_server.app)
 
 
 def test_say_writes_a_valid_wav(server, tmp_path):

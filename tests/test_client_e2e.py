@@ -30,14 +30,6 @@ FAST = {"greedy": True, "max_duration": 0.5, "seed": 1234}
 
 
 @pytest.fixture()
-def server(embedded_server):
-    app = embedded_server.app
-    assert poll(lambda: idle(app)), f"server busy before the test: {engine_load(app)}"
-    yield embedded_server
-    assert poll(lambda: idle(app)), f"server still holds work after the test: {engine_load(app)}"
-
-
-@pytest.fixture()
 def client(server) -> Iterator[bc.TTSClient]:
     with bc.TTSClient(server.target, timeout=120) as c:
         yield c

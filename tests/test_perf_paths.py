@@ -34,6 +34,8 @@ from barkstream.services.stages.semantic import (
     next_semantic_token,
 )
 
+from .model_helpers import PACKABLE, twin_gpts
+
 CFG = GPTConfig(block_size=64, input_vocab_size=50, output_vocab_size=50, n_layer=2, n_head=2, n_embd=16)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -242,11 +244,8 @@ def test_cpu_caches_are_float32_under_16_bit_weights():
 
 @torch.inference_mode()
 def test_bf16_model_with_float32_cache_follows_float32():
-    cfg = GPTConfig(block_size=64, input_vocab_size=300, output_vocab_size=300, n_layer=2, n_head=4, n_embd=256)
-    torch.manual_seed(0)
-    ref = GPT(cfg).eval()
-    half = GPT(cfg).eval()
-    half.load_state_dict(ref.state_dict())
+    cfg = PACKABLE
+    ref, half = twin_gpts(cfg)
     prepare_linears(half.to(torch.bfloat16))
     ids = torch.randint(0, 300, (1, 12))
     a = ref(ref.embed(ids), KVCache.allocate(cfg, 1, 64, "cpu", torch.float32), start=0)

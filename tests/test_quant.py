@@ -8,8 +8,7 @@ import torch
 import torch.nn as nn
 
 from barkstream.services.bark.params import SamplingParams, SemanticParams
-from barkstream.services.model.config import GPTConfig
-from barkstream.services.model.gpt import GPT, KVCache
+from barkstream.services.model.gpt import KVCache
 from barkstream.services.model.quant import (
     Int8Linear,
     PackedLinear,
@@ -21,6 +20,8 @@ from barkstream.services.model.quant import (
 from barkstream.services.stages.jobs import Job
 from barkstream.services.stages.models import ModelOptions, load_stage_models
 from barkstream.services.stages.semantic import SemanticEngine, SemanticRequest
+
+from .model_helpers import PACKABLE, twin_gpts
 
 needs_onednn = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN packed linear")
 
@@ -114,11 +115,8 @@ def test_generate_cli_takes_quantize():
 
 @torch.inference_mode()
 def test_int8_gpt_logits_follow_float32():
-    cfg = GPTConfig(block_size=64, input_vocab_size=300, output_vocab_size=300, n_layer=2, n_head=4, n_embd=256)
-    torch.manual_seed(0)
-    ref = GPT(cfg).eval()
-    q = GPT(cfg).eval()
-    q.load_state_dict(ref.state_dict())
+    cfg = PACKABLE
+    ref, q = twin_gpts(cfg)
     prepare_linears(q, "int8")
     ids = torch.randint(0, 300, (2, 20))
     a = ref(ref.embed(ids), KVCache.allocate(cfg, 2, 64, "cpu", torch.float32), start=0)

@@ -72,15 +72,6 @@ def synthesizer_module(tiny_models, tokenizer):
     return Synthesizer(tiny_models, tokenizer)
 
 
-@pytest.fixture()
-def server(embedded_server):
-    """The shared embedded server, checked idle before and after each test (no leaked slots/rows)."""
-    app = embedded_server.app
-    assert poll(lambda: idle(app)), f"server busy before the test: {engine_load(app)}"
-    yield embedded_server
-    assert poll(lambda: idle(app)), f"server still holds work after the test: {engine_load(app)}"
-
-
 def check_stream_shape(r: Received, segments: int | None = None) -> None:
     """Header/chunk/summary invariants every stream must satisfy."""
     assert r.header is not None and r.summary is not None
