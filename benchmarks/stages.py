@@ -231,8 +231,8 @@ def step_bytes(model) -> int:
 
 def kv_bytes_per_position(model) -> int:
     """Bytes of keys and values one cached position holds for one row (every layer), as the engines store them."""
-    c = model.config
-    return 2 * c.n_layer * c.n_embd * cache_dtype(next(model.parameters()).dtype, "cpu").itemsize
+    c, p = model.config, next(model.parameters())
+    return 2 * c.n_layer * c.n_embd * cache_dtype(p.dtype, p.device).itemsize
 
 
 def bench_decode_step(ours: dict[str, Ours], hf, voice, reps: int) -> tuple[list[Table], dict]:

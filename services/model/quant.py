@@ -52,20 +52,18 @@ class PackedLinear(nn.Module):
         self.dtype = linear.weight.dtype
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())  # opaque (N, K)
         self.bias = None if linear.bias is None else linear.bias.detach()
-        self.pad_single_row = False  # the probe below tries the plain single-row call
-        self.pad_single_row = not self._rows_independent()
-
-    def _rows_independent(self) -> bool:
         probe = torch.randn(8, self.in_features, generator=torch.Generator().manual_seed(0)).to(self.dtype)  # (8, K)
-        return torch.equal(self(probe[:1]), self(probe)[:1])
+        self.pad_single_row = not torch.equal(self._matmul(probe[:1]), self._matmul(probe)[:1])
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        """x2: (M, K) contiguous -> (M, N)."""
+        return torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape  # (..., K)
         x2 = x.reshape(-1, self.in_features).contiguous()  # (M, K)
         single = x2.shape[0] == 1 and self.pad_single_row
-        if single:
-            x2 = x2.expand(2, -1).contiguous()  # (2, K)
-        y = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")  # (M, N)
+        y = self._matmul(x2.expand(2, -1).contiguous() if single else x2)  # (M, N), or (2, N) for a single row
         return (y[:1] if single else y).view(*shape[:-1], self.out_features)
 
     def weight_bytes(self) -> int:
