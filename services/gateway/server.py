@@ -43,7 +43,8 @@ class GatewayServer:
         upstream = Upstream(target, ca_file=config.target_ca_file, server_name=config.target_server_name,
                             telemetry=telemetry)
         self.gateway = Gateway(config, upstream, HttpAuth(auth_token_file, auth_token), telemetry)
-        self.socket = socket.create_server((config.http_host, config.http_port or DEFAULT_HTTP_PORT if port is None else port),
+        port = (config.http_port or DEFAULT_HTTP_PORT) if port is None else port
+        self.socket = socket.create_server((config.http_host, port),
                                            family=socket.AF_INET6 if ":" in config.http_host else socket.AF_INET)
         self.port: int = self.socket.getsockname()[1]
         self.uvicorn = _Server(uvicorn.Config(

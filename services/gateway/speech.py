@@ -4,7 +4,9 @@ What barkstream cannot honour is refused with a 400 that says so, rather than ig
 `speed` other than 1.0 (Bark speaks at its own pace) and non-empty `instructions` (Bark takes
 no style prompt). `model` must be one of the configured names (OpenAI's are accepted so that
 clients with a hard-coded model work); every accepted name is the same Bark.
-Extensions beyond OpenAI's schema: `seed` (same seed, same audio) and `greedy`.
+Extensions beyond OpenAI's schema (the `openai` package sends them with `extra_body=`): `seed`
+(same seed, same audio), `greedy` (argmax at every stage) and `max_duration` (seconds of audio
+per segment at most, Suno's `max_gen_duration_s`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ FORMATS: dict[str, tuple[int, int, str]] = {
 DEFAULT_FORMAT = "mp3"  # OpenAI's default
 STREAM_FORMATS = ("audio", "sse")
 KNOWN_FIELDS = frozenset({"model", "input", "voice", "response_format", "speed", "stream_format", "instructions",
-                          "seed", "greedy"})
+                          "seed", "greedy", "max_duration"})
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,12 @@ def parse_speech(body: dict[str, Any], aliases: dict[str, str], models: tuple[st
     if greedy:
         request.params.semantic.sampling.greedy = request.params.coarse.sampling.greedy = True
         request.params.fine.greedy = True
+    max_duration = body.get("max_duration")
+    if max_duration is not None:
+        if isinstance(max_duration, bool) or not isinstance(max_duration, int | float) \
+                or not math.isfinite(max_duration) or max_duration <= 0:
+            raise invalid("'max_duration' must be a positive number of seconds", "max_duration", "invalid_type")
+        request.params.semantic.max_gen_duration_s = max_duration
     return SpeechRequest(request, fmt, stream_format)
 
 
