@@ -25,7 +25,7 @@ K8S = ROOT / "k8s"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 COMPONENTS = sorted(p.parent.name for p in (K8S / "components").glob("*/kustomization.yaml"))
 # Optional components rendered on top of an overlay here (as a user's own overlay would add them).
-COMBINATIONS = {"gpu+tls": ("gpu", ["tls"])}
+COMBINATIONS = {"gpu+tls": ("gpu", ["tls"]), "cpu+ingress": ("cpu", ["ingress"])}
 STAGES = {"semantic": 50061, "coarse": 50062, "fine": 50063, "codec": 50064}
 ROLES = {**STAGES, "orchestrator": 50051}
 OLDEST_KUBERNETES = "1.29.0"
@@ -162,7 +162,7 @@ def test_orchestrator_balances_streams_over_the_stage_pods(overlay):
 
 def test_only_the_orchestrator_reaches_the_stages_and_only_it_checks_tokens(overlay):
     _, objects = overlay
-    (policy,) = by_kind(objects, "NetworkPolicy").values()
+    policy = by_kind(objects, "NetworkPolicy")["stages-from-orchestrator"]
     (selector,) = policy["spec"]["podSelector"]["matchExpressions"]
     assert sorted(selector["values"]) == sorted(STAGES)
     grpc_rule = policy["spec"]["ingress"][0]
