@@ -1,0 +1,104 @@
+"""`/v1/audio/ws` driven by the `websockets` package (a client nobody here wrote): bad messages, tokens
+and limits end with an error event and the right close code; sessions run text, flush, clear, close."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from barkstream.services.gateway.config import GatewayConfig
+
+from .gateway_helpers import GatewayThread
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+CONFIG = {"type": "config", "voice": "v2/en_speaker_0", "response_format": "pcm", "seed": 1, "greedy": True,
+          "params": {"semantic": {"max_gen_duration_s": 0.5}}}
+
+
+@pytest.fixture(scope="module")
+def gateway(embedded_server):
+    gw = GatewayThread(embedded_server.target, GatewayConfig(http_host="127.0.0.1", max_ws_message_bytes=8192,
+                                                             ws_first_message_timeout_s=1.0),
+                       auth_token="ws-token")
+    yield gw
+    gw.stop()
+
+
+def session(gw: GatewayThread, token: str | None = "ws-token", subprotocol: bool = False):
+    if subprotocol:
+        return connect(gw.ws_url, subprotocols=["barkstream", f"bearer.{token}"], open_timeout=10)
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    return connect(gw.ws_url, additional_headers=headers, open_timeout=10)
+
+
+def closed_with(ws, *send) -> tuple[int, list[dict]]:
+    """Send `send`, then read until the server closes: (close code, JSON events received)."""
+    events: list[dict] = []
+    try:
+        for message in send:
+            if isinstance(message, tuple):
+                ws.send(*message[:1], text=message[1])
+            else:
+                ws.send(message)
+        while True:
+            frame = ws.recv(timeout=30)
+            if isinstance(frame, str):
+                events.append(json.loads(frame))
+    except ConnectionClosed:
+        pass
+    return ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else ws.protocol.close_code, events
+
+
+@pytest.mark.parametrize("messages, code, error", [
+    (["{not json"], 4400, "invalid_json"),
+    (["[1]"], 4400, "invalid_json"),
+    ([json.dumps({"type": "text", "text": "config first"})], 4400, "invalid_value"),
+    ([json.dumps({"no": "type"})], 4400, "invalid_value"),
+    ([json.dumps({**CONFIG, "seed": "one"})], 4400, "invalid_value"),
+    ([json.dumps({**CONFIG, "voice": 3})], 4400, "invalid_type"),
+    ([json.dumps({**CONFIG, "response_format": "ogg"})], 4400, "invalid_value"),
+    ([json.dumps({**CONFIG, "voice": "\ud800"})], 4400, "invalid_utf8"),
+    ([json.dumps({**CONFIG, "unknown_field": 1})], 4400, "invalid_value"),
+    ([(b"\x00\x01", False)], 1003, "binary_frame"),
+])
+def test_bad_messages_close_with_4400(gateway, server, messages, code, error):
+    with session(gateway) as ws:
+        got, events = closed_with(ws, *messages)
+    assert got == code
+    assert events[-1]["type"] == "error" and events[-1]["code"] == error and events[-1]["message"]
+
+
+def test_invalid_utf8_text_frame_is_1007(gateway, server):
+    with session(gateway) as ws:
+        got, _ = closed_with(ws, (b'{"type": "text", "text": "\xff"}', True))
+    assert got == 1007
+
+
+def test_message_over_the_limit_is_1009(gateway, server):
+    with session(gateway) as ws:
+        got, _ = closed_with(ws, json.dumps({"type": "config", "voice": "x" * 10000}))
+    assert got == 1009
+
+
+def test_no_configuration_in_time(gateway, server):
+    with session(gateway) as ws:
+        got, events = closed_with(ws)
+    assert got == 4408 and events[-1]["status"] == 408
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_tokens(gateway, server, token):
+    with session(gateway, token) as ws:
+        got, events = closed_with(ws, json.dumps(CONFIG))
+    assert got == 4401 and events[-1]["code"] == "invalid_api_key"
+
+
+def test_browser_token_subprotocol(gateway, server):
+    with session(gateway, "wrong", subprotocol=True) as ws:
+        assert ws.subprotocol == "barkstream"
+        got, _ = closed_with(ws, json.dumps(CONFIG))
+    assert got == 4401
