@@ -98,7 +98,7 @@ RUN barkstream serve --help > /dev/null
 USER 10001:10001
 WORKDIR /home/barkstream
 # orchestrator / all, semantic, coarse, fine, codec
-EXPOSE 50051 50061 50062 50063 50064
+EXPOSE 50051 50061 50062 50063 50064 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python", "/opt/barkstream/healthcheck.py"]
 ENTRYPOINT ["barkstream"]

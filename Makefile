@@ -18,10 +18,11 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
-# The embedded server: all five services on one port with the default checkpoint (suno/bark-small).
+# The embedded server: all five services on one port (gRPC 50051) and the HTTP gateway (http://localhost:8080),
+# with the default checkpoint (suno/bark-small).
 # Without network access: make serve ARGS="--random-checkpoint tiny"
 serve: install
-	$(BIN)/barkstream serve $(ARGS)
+	$(BIN)/barkstream serve --http-port 8080 $(ARGS)
 
 test: install-test
 	$(BIN)/python -m pytest $(ARGS)
