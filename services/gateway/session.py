@@ -34,7 +34,7 @@ from .auth import WS_SUBPROTOCOL, HttpAuth
 from .body import parse_json_object, text_field
 from .errors import WS_NORMAL, WS_UNSUPPORTED_DATA, ApiError, from_rpc_error, invalid
 from .observe import GatewayObserver
-from .speech import FORMATS, resolve_voice
+from .speech import FORMATS, resolve_voice, set_greedy
 from .upstream import Upstream
 
 CONTROL = {"flush": tts_pb2.Flush(), "clear": tts_pb2.Clear()}
@@ -63,8 +63,7 @@ def parse_config(message: dict[str, Any], aliases: dict[str, str]) -> tts_pb2.Se
     if greedy is not None and not isinstance(greedy, bool):
         raise invalid("config.greedy must be true or false", "greedy")
     if greedy:
-        config.params.semantic.sampling.greedy = config.params.coarse.sampling.greedy = True
-        config.params.fine.greedy = True
+        set_greedy(config.params)
     return config
 
 

@@ -92,8 +92,7 @@ def parse_speech(body: dict[str, Any], aliases: dict[str, str], models: tuple[st
     if greedy is not None and not isinstance(greedy, bool):
         raise invalid("'greedy' must be true or false", "greedy", "invalid_type")
     if greedy:
-        request.params.semantic.sampling.greedy = request.params.coarse.sampling.greedy = True
-        request.params.fine.greedy = True
+        set_greedy(request.params)
     max_duration = body.get("max_duration")
     if max_duration is not None:
         if isinstance(max_duration, bool) or not isinstance(max_duration, int | float) \
@@ -101,6 +100,11 @@ def parse_speech(body: dict[str, Any], aliases: dict[str, str], models: tuple[st
             raise invalid("'max_duration' must be a positive number of seconds", "max_duration", "invalid_type")
         request.params.semantic.max_gen_duration_s = max_duration
     return SpeechRequest(request, fmt, stream_format)
+
+
+def set_greedy(params: tts_pb2.SynthesisParams) -> None:
+    """Argmax at every stage: the deterministic mode (Suno-exact)."""
+    params.semantic.sampling.greedy = params.coarse.sampling.greedy = params.fine.greedy = True
 
 
 def _check_speed(speed: Any) -> None:
