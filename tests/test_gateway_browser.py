@@ -80,3 +80,19 @@ def test_page_synthesizes_and_plays(gateway, server, browser):
     assert "time to first audio" in text and " ms" in text
     # Every scheduled sample is eventually played out.
     wait_for(browser, lambda s: s["samplesPlayed"] == s["samplesScheduled"], timeout=60)
+
+
+def test_live_mode_speaks_as_you_type(gateway, server, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(gateway.url + "/")
+    box = browser.find_element("id", "text")
+    box.clear()
+    browser.find_element("id", "live").click()
+    wait_for(browser, lambda s: s["state"].startswith("live"))
+    box.send_keys("Hello world, my dog likes pizza.")
+    box.send_keys(Keys.ENTER)  # flush: speak what is typed so far
+    s = wait_for(browser, lambda s: s["samplesPlayed"] > 0 and s["segments"])
+    assert "Hello" in " ".join(s["segments"]) and s["contextState"] == "running"
+    browser.find_element("id", "live").click()  # close: the rest is spoken, then the summary
+    wait_for(browser, lambda s: s["done"])

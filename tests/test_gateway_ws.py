@@ -102,3 +102,62 @@ def test_browser_token_subprotocol(gateway, server):
         assert ws.subprotocol == "barkstream"
         got, _ = closed_with(ws, json.dumps(CONFIG))
     assert got == 4401
+
+
+def run_session(ws, pieces, *, wait_audio_then=None) -> tuple[list[dict], bytes, int]:
+    """Send `pieces` (dicts), read everything until the server closes: (events, audio bytes, close code).
+    wait_audio_then: messages to send once the first audio frame has arrived (e.g. a clear, more text)."""
+    for piece in pieces:
+        ws.send(json.dumps(piece))
+    events: list[dict] = []
+    audio = bytearray()
+    try:
+        while True:
+            frame = ws.recv(timeout=120)
+            if isinstance(frame, bytes):
+                audio += frame
+                if wait_audio_then:
+                    for piece in wait_audio_then:
+                        ws.send(json.dumps(piece))
+                    wait_audio_then = None
+            else:
+                events.append(json.loads(frame))
+    except ConnectionClosed:
+        pass
+    return events, bytes(audio), ws.protocol.close_rcvd.code
+
+
+def test_session_streams_text_in_and_audio_out(gateway, server):
+    words = "Hello world, my dog likes pizza and music. The cat sighs.".split(" ")
+    pieces = [{"type": "text", "text": w + " "} for w in words[:7]] + [{"type": "flush"}]
+    pieces += [{"type": "text", "text": w + " "} for w in words[7:]] + [{"type": "close"}]
+    with session(gateway) as ws:
+        events, audio, code = run_session(ws, [CONFIG, *pieces])
+    assert code == 1000, events[-1]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "header" and kinds[-1] == "summary"
+    header, summary = events[0], events[-1]
+    assert header["encoding"] == "AUDIO_ENCODING_PCM_S16LE" and header["sample_rate_hz"] == 24000
+    started = [e for e in events if e["type"] == "segment_started"]
+    done = [e for e in events if e["type"] == "segment_done"]
+    assert len(started) == len(done) >= 2  # the flush cut the text in two at least
+    assert " ".join(e["text"].strip() for e in started).split() == " ".join(words).split()
+    assert len(audio) == 2 * int(summary["total_samples"]) and len(audio) > 0
+    assert int(done[-1]["end_sample"]) == int(summary["total_samples"])
+
+
+def test_session_clear_stops_audio_and_goes_on(gateway, server):
+    long = {**CONFIG, "params": {"semantic": {"max_gen_duration_s": 8.0}}}
+    text = "Hello world, my dog likes pizza and music. The cat sighs and laughs at the voice of the text today."
+    with session(gateway) as ws:
+        events, audio, code = run_session(
+            ws, [long, {"type": "text", "text": text}, {"type": "flush"}],
+            wait_audio_then=[{"type": "clear"}, {"type": "text", "text": "Bye now."}, {"type": "close"}])
+    assert code == 1000, events[-1]
+    cleared = [e for e in events if e["type"] == "cleared"]
+    assert len(cleared) == 1 and cleared[0]["segment_indices"]
+    assert any(e["type"] == "segment_done" and e.get("interrupted") for e in events)
+    after = events[events.index(cleared[0]):]
+    assert any(e["type"] == "segment_started" and "Bye" in e["text"] for e in after)
+    assert events[-1]["type"] == "summary"
+    assert len(audio) < 2 * 24000 * 16  # far less than the two long segments would have made
