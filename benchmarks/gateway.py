@@ -47,7 +47,7 @@ class GrpcClient:
 
         self.channel = grpc.insecure_channel(target)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
-        self.request = tts_pb2.SynthesizeRequest(text=TEXT, voice="v2/en_speaker_6", seed=SEED,
+        self.request = tts_pb2.SynthesizeRequest(text=TEXT, voice="v2/en_speaker_0", seed=SEED,
                                                  encoding=tts_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=24000)
         for sampling in (self.request.params.semantic.sampling, self.request.params.coarse.sampling):
             sampling.greedy = True
@@ -69,7 +69,7 @@ class GrpcClient:
 class HttpClient:
     def __init__(self, port: int, max_duration: float) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        self.body = json.dumps({"model": "bark", "input": TEXT, "voice": "v2/en_speaker_6", "response_format": "pcm",
+        self.body = json.dumps({"model": "bark", "input": TEXT, "voice": "v2/en_speaker_0", "response_format": "pcm",
                                 "seed": SEED, "greedy": True, "max_duration": max_duration}).encode()
         self.bytes = 0
 
