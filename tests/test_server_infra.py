@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from barkstream.services.common import convert
 from barkstream.services.common.admission import RETRY_AFTER_METADATA_KEY, Admission, AdmissionState
 from barkstream.services.common.config import ServerConfig, add_server_args
-from barkstream.services.common.deadline import remaining_timeout
 from barkstream.services.common.errors import InvalidRequest
 from barkstream.services.common.server import ServerHandle, client_channel_options, server_options
 from barkstream.services.common.status import abort_on_error
@@ -70,8 +69,9 @@ class ToySemantic(stages_pb2_grpc.SemanticServiceServicer):
     async def _relay(self, context) -> stages_pb2.SemanticGenerateResponse:
         async with grpc.aio.insecure_channel(self.target()) as channel:
             stub = stages_pb2_grpc.CodecServiceStub(channel)
+            remaining = context.time_remaining()
             call = stub.Decode(iter([stages_pb2.CodecDecodeRequest(config=stages_pb2.CodecConfig())]),
-                               timeout=remaining_timeout(context, margin_s=1.0))
+                               timeout=None if remaining is None else max(0.0, remaining - 1.0))
             async for response in call:
                 end = common_pb2.StageEnd(request_id=response.chunk.request_id)
                 return stages_pb2.SemanticGenerateResponse(end=end)
@@ -147,7 +147,7 @@ async def rpc_error(awaitable: Awaitable) -> grpc.aio.AioRpcError:
 
 
 def test_common_never_imports_torch():
-    modules = ["admission", "audio", "config", "convert", "deadline", "errors", "health", "server", "status"]
+    modules = ["admission", "audio", "config", "convert", "errors", "health", "server", "status"]
     code = "; ".join(f"import barkstream.services.common.{m}" for m in modules)
     code += "; import sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -370,20 +370,6 @@ def test_sigterm_drains_and_exits_cleanly():
 
 
 # ---------------------------------------------------------------- deadlines and errors
-
-
-class FakeContext:
-    def __init__(self, remaining: float | None) -> None:
-        self.remaining = remaining
-
-    def time_remaining(self) -> float | None:
-        return self.remaining
-
-
-def test_remaining_timeout_helper():
-    assert remaining_timeout(FakeContext(None)) is None
-    assert remaining_timeout(FakeContext(3.0), margin_s=0.5) == 2.5
-    assert remaining_timeout(FakeContext(0.1), margin_s=0.5) == 0.0
 
 
 def test_deadline_reaches_the_downstream_stage():
