@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from barkstream.services.common.admission import Admission
 from barkstream.services.common.config import ServerConfig
 from barkstream.services.common.health import Health
+from barkstream.services.common.request_log import RequestLog
 from barkstream.services.common.tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,9 @@ class ServerHandle:
         self.service_names = tuple(service_names)
         # Read the certificates now: a bad path fails the start, not the first request.
         self.credentials = server_credentials(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
-        self.server = grpc.aio.server(options=server_options(config), interceptors=list(interceptors) or None)
+        # The request log outermost: calls refused by the other interceptors get their line too.
+        self.server = grpc.aio.server(options=server_options(config),
+                                      interceptors=[RequestLog(config.log_format), *interceptors])
         self.health = Health(self.service_names)
         self.port: int | None = None
         self._ready = False
