@@ -225,8 +225,47 @@ def test_reflection_lists_services():
     async def test(h: Harness) -> None:
         services, methods = await asyncio.to_thread(list_services, h.target)
         assert services == {SEMANTIC, CODEC, "grpc.health.v1.Health",
-                            "grpc.reflection.v1alpha.ServerReflection"}
+                            "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
         assert methods == ["Generate"]
+
+    asyncio.run(with_server(test))
+
+
+def test_reflection_v1_answers_a_v1_client():
+    """grpcurl and current clients ask grpc.reflection.v1 first: list, then describe a service and v1 itself."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    def classes() -> tuple[type, type]:
+        """The v1 messages, from the descriptor pool the server's reflection registered v1 in."""
+        pool = descriptor_pool.Default()
+        request, response = (message_factory.GetMessageClass(pool.FindMessageTypeByName(
+            f"grpc.reflection.v1.ServerReflection{kind}")) for kind in ("Request", "Response"))
+        return request, response
+
+    def ask(target: str, requests: list, response_cls: type) -> list:
+        with grpc.insecure_channel(target) as channel:
+            call = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                         request_serializer=lambda m: m.SerializeToString(),
+                                         response_deserializer=response_cls.FromString)
+            return list(call(iter(requests), timeout=10))
+
+    def file_of(response) -> descriptor_pb2.FileDescriptorProto:
+        proto = descriptor_pb2.FileDescriptorProto()
+        proto.ParseFromString(response.file_descriptor_response.file_descriptor_proto[0])
+        return proto
+
+    async def test(h: Harness) -> None:
+        request_cls, response_cls = classes()
+        listed, semantic, v1 = await asyncio.to_thread(ask, h.target, [
+            request_cls(list_services=""), request_cls(file_containing_symbol=SEMANTIC),
+            request_cls(file_containing_symbol="grpc.reflection.v1.ServerReflection")], response_cls)
+        assert {s.name for s in listed.list_services_response.service} >= {
+            SEMANTIC, CODEC, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+        assert [s.name for s in file_of(semantic).service] == ["SemanticService", "CoarseService", "FineService",
+                                                               "CodecService"]
+        v1_file = file_of(v1)
+        assert (v1_file.name, v1_file.package) == ("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1")
+        assert [m.input_type for m in v1_file.service[0].method] == [".grpc.reflection.v1.ServerReflectionRequest"]
 
     asyncio.run(with_server(test))
 
