@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,8 +40,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         method = handler_call_details.method or ""
-        if handler is None or method.startswith(UNREPORTED_PREFIXES):
-            return handler
+        if handler is None or method.startswith(UNREPORTED_PREFIXES) or not is_async(handler):
+            return handler  # sync behaviours: the generated UNIMPLEMENTED stubs (grpc.aio runs them in a thread)
         metadata = {k: v for k, v in handler_call_details.invocation_metadata or () if isinstance(v, str)}
         arity = _ARITIES[(handler.request_streaming, handler.response_streaming)]
         wrap = self._streaming if handler.response_streaming else self._unary
@@ -80,6 +81,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     self._finish(state, context, error)
 
         return handle
+
+
+def is_async(handler: grpc.RpcMethodHandler) -> bool:
+    """Whether the method's behaviour is a coroutine or async generator function (every servicer of ours)."""
+    behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream or handler.unary_unary
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
 
 
 def server_code(context, error: BaseException | None) -> grpc.StatusCode:

@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from .server_calls import is_async
+
 INVALID_UTF8 = "String field had bad UTF-8"
 
 
@@ -32,8 +34,8 @@ class Undecodable:
 class RejectUndecodable(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
+        if handler is None or handler.request_deserializer is None or not is_async(handler):
+            return handler  # sync behaviours (e.g. the generated UNIMPLEMENTED stubs) are left as they are
         deserializer = _tolerant(handler.request_deserializer)
         if handler.request_streaming and handler.response_streaming:
             return handler._replace(request_deserializer=deserializer,
