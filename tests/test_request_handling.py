@@ -14,6 +14,8 @@ import shlex
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from barkstream.v1 import stages_pb2, tts_pb2, tts_pb2_grpc
 
@@ -188,6 +190,14 @@ def test_every_rpc_answers_invalid_argument_without_a_traceback(server, caplog, 
             err = rpc_error(lambda call=call, data=data: call(data))
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, err.code(), err.details())
             assert err.details() == "request is not valid protobuf: a string field holds invalid UTF-8", path
+        # grpc.health.v1 too: Check is a coroutine, Watch a stream written with context.write.
+        for path, streaming in (("/grpc.health.v1.Health/Check", False), ("/grpc.health.v1.Health/Watch", True)):
+            err = rpc_error(lambda p=path, s=streaming: _raw_call(channel, p, False, s)(b"\x0a\x02" +
+                                                                                       BAD_STRINGS[kind]))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, err.code(), err.details())
+        watch = HealthStub(channel).Watch(HealthCheckRequest(), timeout=10)
+        assert next(watch).status == HealthCheckResponse.SERVING
+        watch.cancel()
     assert not [r for r in caplog.records if r.exc_info], caplog.text
     assert "Traceback" not in caplog.text and "bad UTF-8" not in caplog.text
     out, errors = capfd.readouterr()

@@ -21,7 +21,7 @@ import grpc
 REQUEST_ID_METADATA = "x-request-id"
 # Probes and tooling, not traffic: not reported.
 UNREPORTED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-_ARITIES = {(False, False): "unary_unary", (False, True): "unary_stream", (True, False): "stream_unary",
+ARITIES = {(False, False): "unary_unary", (False, True): "unary_stream", (True, False): "stream_unary",
             (True, True): "stream_stream"}
 
 
@@ -43,8 +43,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(UNREPORTED_PREFIXES) or not is_async(handler):
             return handler  # sync behaviours: the generated UNIMPLEMENTED stubs (grpc.aio runs them in a thread)
         metadata = {k: v for k, v in handler_call_details.invocation_metadata or () if isinstance(v, str)}
-        arity = _ARITIES[(handler.request_streaming, handler.response_streaming)]
-        wrap = self._streaming if handler.response_streaming else self._unary
+        arity = ARITIES[(handler.request_streaming, handler.response_streaming)]
+        # A coroutine (a unary response, or a stream written with context.write) is awaited;
+        # an async generator is iterated: grpc.aio tells them apart by their kind, so must we.
+        wrap = self._streaming if inspect.isasyncgenfunction(getattr(handler, arity)) else self._unary
         return handler._replace(**{arity: wrap(getattr(handler, arity), method, metadata)})
 
     def _finish(self, state: Any, context, error: BaseException | None) -> None:

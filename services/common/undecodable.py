@@ -10,6 +10,7 @@ says what is wrong. Methods added later are covered without any code of their ow
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from .server_calls import is_async
+from .server_calls import ARITIES, is_async
 
 INVALID_UTF8 = "String field had bad UTF-8"
 
@@ -36,15 +37,15 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None or not is_async(handler):
             return handler  # sync behaviours (e.g. the generated UNIMPLEMENTED stubs) are left as they are
-        deserializer = _tolerant(handler.request_deserializer)
-        if handler.request_streaming and handler.response_streaming:
-            return handler._replace(request_deserializer=deserializer,
-                                    stream_stream=_stream_stream(handler.stream_stream))
+        arity = ARITIES[(handler.request_streaming, handler.response_streaming)]
+        behavior = getattr(handler, arity)
+        # Async generators stay async generators; coroutines (unary responses, or streaming ones
+        # written with context.write) stay coroutines: grpc.aio tells them apart by their kind.
         if handler.request_streaming:
-            return handler._replace(request_deserializer=deserializer, stream_unary=_stream_unary(handler.stream_unary))
-        if handler.response_streaming:
-            return handler._replace(request_deserializer=deserializer, unary_stream=_unary_stream(handler.unary_stream))
-        return handler._replace(request_deserializer=deserializer, unary_unary=_unary_unary(handler.unary_unary))
+            wrapped = _stream_generator(behavior) if inspect.isasyncgenfunction(behavior) else _stream(behavior)
+        else:
+            wrapped = _unary_generator(behavior) if inspect.isasyncgenfunction(behavior) else _unary(behavior)
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), **{arity: wrapped})
 
 
 def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
@@ -65,7 +66,7 @@ async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerConte
         yield request
 
 
-def _unary_unary(behavior):
+def _unary(behavior):
     async def handle(request, context):
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
@@ -74,8 +75,8 @@ def _unary_unary(behavior):
     return handle
 
 
-def _unary_stream(behavior):
-    async def handle(request, context):  # async generators: grpc.aio runs any other function as a sync one
+def _unary_generator(behavior):
+    async def handle(request, context):
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         async with aclosing(behavior(request, context)) as responses:
@@ -85,14 +86,14 @@ def _unary_stream(behavior):
     return handle
 
 
-def _stream_unary(behavior):
+def _stream(behavior):
     async def handle(requests, context):
         return await behavior(_checked(requests, context), context)
 
     return handle
 
 
-def _stream_stream(behavior):
+def _stream_generator(behavior):
     async def handle(requests, context):
         async with aclosing(behavior(_checked(requests, context), context)) as responses:
             async for response in responses:
