@@ -15,12 +15,14 @@ sees both sides; common/ never imports stages/.
     common/metrics.py           every instrument
     stages/engine_telemetry.py  engine spans and stage metrics (a StageObserver)
 
-Why our own gRPC interceptors rather than opentelemetry-instrumentation-grpc: barkstream needs
-RPC duration metrics beside the spans (that package records spans only), providers held by this
-object rather than OpenTelemetry's global ones (tests and the embedded server run several at
-once), spans that end when a stream really ends with the status the caller got (the same
-call-end hook feeds the request log, common/server_calls.py), and health and reflection probes
-left out. The client side is one implementation behind the four per-arity classes grpc.aio needs.
+Why our own gRPC interceptors rather than opentelemetry-instrumentation-grpc: barkstream wants,
+from one hook per call, the RPC duration metrics of the current semantic conventions beside the
+spans (that package is about spans), providers passed from this object rather than through
+OpenTelemetry's global ones (tests and the embedded server run several at once), a span that
+ends when a stream really ends or is cancelled, with the status the caller got, and the same
+call-end hook feeding the request log (common/server_calls.py); health and reflection probes
+are left out. The client side is one implementation behind the four per-arity classes that
+grpc.aio requires.
 
 The span tree of one Synthesize (embedded or split, one trace id):
 

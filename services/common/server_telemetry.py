@@ -2,6 +2,7 @@
 
 The span is a child of the caller's context (W3C trace context in the metadata), current while
 the handler runs, and ends when the call really ends (server_calls.py), with its status code.
+Why not opentelemetry-instrumentation-grpc: see services/telemetry.py.
 """
 
 from __future__ import annotations
