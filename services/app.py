@@ -18,7 +18,7 @@ from barkstream.v1 import stages_pb2, stages_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from .common.config import ServerConfig, _help
 from .common.server import ServerHandle, client_channel_options
-from .common.telemetry import Telemetry
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..common import convert
-from ..common.bridge import JobBridge
 from ..common.errors import InvalidRequest
 
 
@@ -27,7 +26,13 @@ async def first_message(requests: AsyncIterator[Any], config_field: str) -> Any:
     return first
 
 
-def start_reader(requests: AsyncIterator[Any], bridge: JobBridge, input_field: str,
+class Failable(Protocol):
+    """The engine job's side of the stream (a stages.bridge.JobBridge)."""
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+def start_reader(requests: AsyncIterator[Any], bridge: Failable, input_field: str,
                  parse: Callable[[Any], Any], feed: Callable[[Any], None], close: Callable[[], None],
                  wake: Callable[[], None]) -> asyncio.Task:
     """Consume input chunks into the engine's stream on a task of its own."""
@@ -70,8 +75,7 @@ async def engine_outputs(requests: AsyncIterator[Any], runner: Any, stream: Any,
     `attach(job)` runs on the engine thread. Use under `contextlib.aclosing` so that a caller who goes
     away cancels the job and the reader at once (the slot is freed at the engine's next step).
     """
-    bridge = JobBridge()
-    runner.submit(bridge.job, lambda: attach(bridge.job))
+    bridge = runner.open(attach)
     reader = start_reader(requests, bridge, input_field, parse, stream.feed, stream.close, runner.wake)
     try:
         async for item in bridge:

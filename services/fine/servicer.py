@@ -10,9 +10,9 @@ from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
 
 from ..common import convert
 from ..common.admission import Admission
+from ..common.spans import annotate
 from ..common.status import abort_on_error
 from ..common.streaming import engine_outputs, first_message
-from ..common.telemetry import annotate
 from ..stages.fine import FineRequest, FineStream
 from ..stages.runner import EngineRunner
 

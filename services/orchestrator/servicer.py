@@ -22,8 +22,9 @@ from ..common import convert
 from ..common.admission import Admission
 from ..common.audio import AudioEncoder, resolve_format
 from ..common.errors import InvalidRequest
+from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.telemetry import Telemetry, annotate
+from ..telemetry import Telemetry
 from .session import StageFailed, SynthesisSession
 from .stage_clients import StageClients
 

@@ -28,7 +28,7 @@ from barkstream.v1 import common_pb2, stages_pb2
 from ..bark.params import GenerationParams, long_form_prompt, segment_seed
 from ..bark.voices import VoicePrompt
 from ..common import convert
-from ..common.telemetry import segment_span
+from ..common.spans import segment_span
 from .params_pb import coarse_params_to_pb, fine_params_to_pb, semantic_params_to_pb
 from .recovery import SegmentAttempt, StageFailed, choose_replicas, describe, fine_reference, request_seed
 from .stage_clients import STAGES, StageClients

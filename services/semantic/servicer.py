@@ -9,10 +9,9 @@ from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
 from ..bark.tokenizer import BarkTokenizer
 from ..common import convert
 from ..common.admission import Admission
-from ..common.bridge import JobBridge
 from ..common.errors import InvalidRequest
+from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.telemetry import annotate
 from ..stages.runner import EngineRunner
 from ..stages.semantic import SemanticRequest
 
@@ -44,8 +43,7 @@ class SemanticServicer(stages_pb2_grpc.SemanticServiceServicer):
             core = request_from_pb(request, self.tokenizer)
             annotate(request_id=request.request_id, segment_index=request.segment_index,
                      text_tokens=len(core.text_ids), history_tokens=0 if core.history is None else len(core.history))
-            bridge = JobBridge()
-            self.runner.submit(bridge.job, lambda: self.runner.engine.add(bridge.job, core))
+            bridge = self.runner.open(lambda job: self.runner.engine.add(job, core))
             chunk_size = max(1, request.chunk_size)
             pending: list = []
             sequence = offset = 0
