@@ -1,4 +1,4 @@
-"""Random checkpoints (services/model/checkpoint.py) are real Bark snapshots with decisive logits."""
+"""Random checkpoints (services/checkpoint/random_writer.py) are real Bark snapshots with decisive logits."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import torch
 from barkstream.services.bark import constants as C
 from barkstream.services.bark.tokenizer import BarkTokenizer
 from barkstream.services.bark.voices import VoiceLibrary
-from barkstream.services.cli_checkpoint import main as cli_main
-from barkstream.services.model.checkpoint import (
+from barkstream.services.checkpoint.gpt_names import to_suno_state
+from barkstream.services.checkpoint.load import load_checkpoint
+from barkstream.services.checkpoint.random_writer import (
     VOICES,
     random_codec_state,
     random_gpt_state,
     tokenizer_vocab,
     write_random_checkpoint,
 )
+from barkstream.services.cli.main import main as cli_main
 from barkstream.services.model.config import bark_tiny
-from barkstream.services.model.weights import load_checkpoint, to_suno_state
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")
 

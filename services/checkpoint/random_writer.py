@@ -27,9 +27,9 @@ import torch
 
 from ..bark import constants as C
 from ..bark.tokenizer import BarkTokenizer
-from .config import BarkConfig, FineGPTConfig, GPTConfig, bark_small, bark_tiny
-from .weights_codec import codec_encodec_to_hf
-from .weights_names import expected_shapes
+from ..model.config import BarkConfig, FineGPTConfig, GPTConfig, bark_small, bark_tiny
+from .codec_names import codec_encodec_to_hf
+from .gpt_names import expected_shapes
 
 Size = Literal["tiny", "small"]
 INIT_STD = 0.02
@@ -333,7 +333,7 @@ def write_random_checkpoint(
     for prefix, sd in _model_states(config, seed, head_scale):
         state.update({prefix + k: v for k, v in sd.items()})
     # Written beside and renamed over the old file, never rewritten in place: a process holding a loaded
-    # checkpoint has its file memory-mapped (services/model/weights_io.py), and would see the new bytes,
+    # checkpoint has its file memory-mapped (services/checkpoint/tensor_files.py), and would see the new bytes,
     # or die of SIGBUS on a truncated mapping.
     partial = out / "pytorch_model.bin.partial"
     torch.save(state, partial)  # tied fine heads share storage: stored once
