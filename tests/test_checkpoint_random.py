@@ -153,6 +153,19 @@ def test_voices_are_valid(tiny: Path) -> None:
         assert np.array_equal(v.fine_prompt[:2], v.coarse_prompt)
 
 
+def test_voices_are_every_suno_v2_preset_with_real_shapes(tiny: Path) -> None:
+    """An example written for suno/bark-small (voice="v2/en_speaker_6") finds its voice offline."""
+    suno = Path(__import__("bark").__file__).parent / "assets" / "prompts" / "v2"
+    real_names = {f"v2/{p.stem}" for p in suno.glob("*_speaker_*.npz")}
+    assert len(real_names) == 130 and set(VOICES) == real_names
+    real = np.load(suno / "en_speaker_6.npz")
+    ours = VoiceLibrary([tiny]).load("v2/en_speaker_6")
+    for key in ("semantic_prompt", "coarse_prompt", "fine_prompt"):
+        assert getattr(ours, key).ndim == real[key].ndim and getattr(ours, key).shape[:-1] == real[key].shape[:-1]
+        assert getattr(ours, key).dtype.kind == "i"
+    assert ours.semantic_prompt.max() < C.SEMANTIC_VOCAB_SIZE and ours.coarse_prompt.max() < C.CODEBOOK_SIZE
+
+
 def test_refuses_to_overwrite(tiny: Path) -> None:
     with pytest.raises(FileExistsError):
         write_random_checkpoint(tiny)

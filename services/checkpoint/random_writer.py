@@ -34,7 +34,10 @@ from .gpt_names import expected_shapes
 Size = Literal["tiny", "small"]
 INIT_STD = 0.02
 TARGET_LOGIT_STD = 5.0
-VOICES = ("v2/en_speaker_0", "v2/en_speaker_1", "v2/de_speaker_0")
+# Every Suno v2 preset name, as suno/bark-small's speaker_embeddings has them, so that an example
+# written for the real checkpoint (voice="v2/en_speaker_6") runs unchanged on a random one.
+VOICE_LANGUAGES = ("en", "de", "es", "fr", "hi", "it", "ja", "ko", "pl", "pt", "ru", "tr", "zh")
+VOICES = tuple(f"v2/{lang}_speaker_{i}" for lang in VOICE_LANGUAGES for i in range(10))
 
 
 def default_head_scale(n_embd: int) -> float:
