@@ -155,6 +155,14 @@ def test_unavailable_names_the_target():
     assert err.message == "h:1: Connection refused"
 
 
+def test_deadline_exceeded_has_one_wording_that_names_the_target():
+    local = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), "h:1")
+    server = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"), "h:1")
+    assert local.message == server.message == "h:1: the call did not finish within its timeout"
+    detailed = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "semantic stage"), "h:1")
+    assert detailed.message == "h:1: the call did not finish within its timeout: semantic stage"
+
+
 # --------------------------------------------------------------------------------- channel
 @pytest.mark.parametrize(("target", "expected"), [
     ("localhost", "localhost:50051"), ("h:7", "h:7"), ("[::1]", "[::1]:50051"), ("[::1]:9", "[::1]:9"),
