@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 from . import errors
 from ._channel import DEFAULT_TARGET, TLS
@@ -23,6 +23,7 @@ from ._output import STDOUT, FileSink, Sink, StreamSink, Tee, infer_format
 from ._progress import ProgressLine
 from .play import PLAYABLE_FORMATS, PlaybackError, Player, require_sounddevice
 from .request import FORMATS, PARAMS
+from .suggest import SuggestingParser
 from .sync import TTSClient
 
 SERVER_COMMANDS = {
@@ -44,11 +45,10 @@ class UsageError(Exception):
     """A mistake in the command line, found after parsing (text sources, output name)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (what is wrong, and where to look), not the usage block."""
+class _Parser(SuggestingParser):
+    """argparse, but an error is one line (what is wrong, a "did you mean", where to look)."""
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    exit_status = EXIT_USAGE
 
 
 def _connection_args(environ: Mapping[str, str]) -> argparse.ArgumentParser:

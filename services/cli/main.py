@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from barkstream.client.suggest import SuggestingParser
+
 from . import checkpoint, generate, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="barkstream", description="Bark text-to-speech (server side)")
+    parser = SuggestingParser(prog="barkstream", description="Bark text-to-speech (server side)")
     sub = parser.add_subparsers(dest="command", required=True)
     generate.register(sub)
     checkpoint.register(sub)
