@@ -94,10 +94,10 @@ class ServeConfig:
 
 def checkpoint_dir(cfg: ServeConfig) -> Path:
     """The directory to load, writing a random checkpoint first when asked to."""
-    from .model.hub import resolve_checkpoint
+    from .checkpoint.hub import resolve_checkpoint
 
     if cfg.random_checkpoint:
-        from .model.checkpoint import write_random_checkpoint
+        from .checkpoint.random_writer import write_random_checkpoint
 
         default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}"
         out = Path(cfg.random_checkpoint_dir or default)
@@ -203,7 +203,7 @@ class App:
         cfg = self.serve_config
         root = checkpoint_dir(cfg)
         if self.stages:
-            from .model.weights import load_checkpoint
+            from .checkpoint.load import load_checkpoint
 
             ckpt = load_checkpoint(root)
             self._start_engines(ckpt)

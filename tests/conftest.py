@@ -7,14 +7,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_dir(tmp_path_factory):
-    from barkstream.services.model.checkpoint import write_random_checkpoint
+    from barkstream.services.checkpoint.random_writer import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", size="tiny", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_checkpoint_dir):
-    from barkstream.services.model.weights import load_checkpoint
+    from barkstream.services.checkpoint.load import load_checkpoint
 
     return load_checkpoint(tiny_checkpoint_dir)
 

@@ -395,7 +395,7 @@ def test_telemetry_is_off_by_default_and_configured_by_otel_variables(monkeypatc
 def test_serve_flags_and_environment(monkeypatch):
     import argparse
 
-    from barkstream.services.cli_serve import register
+    from barkstream.services.cli.serve import register
     from barkstream.services.common.config import dataclass_from_args
     from barkstream.services.telemetry import TelemetryConfig
 

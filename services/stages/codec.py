@@ -15,7 +15,7 @@ import torch
 
 from ..bark import constants as C
 from ..model.codec import Codec
-from ..model.codec_stream import StreamState
+from ..model.codec_stream import StreamingDecoder, StreamState
 from .jobs import Job
 from .observe import NULL_OBSERVER, StageObserver
 
@@ -76,7 +76,7 @@ class CodecEngine:
         self.codec = codec
         self.observer = observer or NULL_OBSERVER  # telemetry: a span per decoded chunk
         self.max_frames_per_step = max_frames_per_step
-        self.decoder = codec.streaming()
+        self.decoder = StreamingDecoder(codec)
         self.max_batch = max_batch
         self.members: list[_Member] = []
         self.last_batch_size = 0
