@@ -147,7 +147,7 @@ async def rpc_error(awaitable: Awaitable) -> grpc.aio.AioRpcError:
 
 
 def test_common_never_imports_torch():
-    modules = ["admission", "audio", "config", "convert", "deadline", "errors", "health", "server", "status"]
+    modules = ["admission", "config", "convert", "deadline", "errors", "health", "ready", "server", "status"]
     code = "; ".join(f"import barkstream.services.common.{m}" for m in modules)
     code += "; import sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
