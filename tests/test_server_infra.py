@@ -147,9 +147,9 @@ async def rpc_error(awaitable: Awaitable) -> grpc.aio.AioRpcError:
 
 
 def test_common_never_imports_torch():
-    modules = ["admission", "audio", "config", "convert", "errors", "health", "server", "status", "reflection",
+    modules = ["admission", "config", "convert", "errors", "health", "server", "status", "reflection",
                "undecodable", "server_calls", "request_log", "spans", "otel_setup", "server_telemetry",
-               "client_telemetry", "metrics"]
+               "client_telemetry", "metrics", "ready"]
     code = "; ".join(f"import barkstream.services.common.{m}" for m in modules)
     code += "; import sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

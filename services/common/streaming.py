@@ -1,4 +1,4 @@
-"""The shared shape of the bidi stage RPCs: config first, then input chunks, then an end marker.
+"""The shared body of the stage RPCs; the bidi ones take config first, then input chunks, then an end marker.
 
 A reader task feeds the engine's stream while the servicer yields the engine's
 output; a broken or invalid input stream fails the job, which ends the output
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..common import convert
@@ -67,20 +68,33 @@ def start_reader(requests: AsyncIterator[Any], bridge: Failable, input_field: st
     return asyncio.create_task(read())
 
 
-async def engine_outputs(requests: AsyncIterator[Any], runner: Any, stream: Any,
-                         attach: Callable[[Any], None], input_field: str,
-                         parse: Callable[[Any], Any]) -> AsyncIterator[Any]:
-    """The body every bidi stage shares: hand `stream` to the engine, feed it, yield what the engine emits.
+@dataclass(frozen=True)
+class Inputs:
+    """A bidi stage's input side: the request stream after its config, fed into the engine's `stream`."""
 
-    `attach(job)` runs on the engine thread. Use under `contextlib.aclosing` so that a caller who goes
-    away cancels the job and the reader at once (the slot is freed at the engine's next step).
+    requests: AsyncIterator[Any]
+    stream: Any  # has feed(data) and close()
+    field: str
+    parse: Callable[[Any], Any]
+
+
+async def engine_outputs(runner: Any, attach: Callable[[Any], None],
+                         inputs: Inputs | None = None) -> AsyncIterator[Any]:
+    """The body every stage shares: hand a job to the engine, feed it its inputs, yield what it emits.
+
+    `attach(job)` runs on the engine thread. `inputs`: the bidi stages' streamed input (the
+    semantic stage has none: its whole request is in `attach`). Use under
+    `contextlib.aclosing` so that a caller who goes away cancels the job and the reader at
+    once (the slot is freed at the engine's next step).
     """
     bridge = runner.open(attach)
-    reader = start_reader(requests, bridge, input_field, parse, stream.feed, stream.close, runner.wake)
+    reader = None if inputs is None else start_reader(
+        inputs.requests, bridge, inputs.field, inputs.parse, inputs.stream.feed, inputs.stream.close, runner.wake)
     try:
         async for item in bridge:
             yield item
     finally:
-        reader.cancel()
+        if reader is not None:
+            reader.cancel()
         bridge.job.cancel()
         runner.wake()
