@@ -66,7 +66,7 @@ def providers_from_environment(role: str, config: TelemetryConfig, environ: Mapp
         "barkstream.role": role,
     }).merge(OTELResourceDetector().detect())  # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win
     out = Providers()
-    span_exporters = _span_exporters(environ)
+    span_exporters = _exporters(environ, "traces")
     if span_exporters:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -79,7 +79,7 @@ def providers_from_environment(role: str, config: TelemetryConfig, environ: Mapp
         reader, out.metrics_port, close = _prometheus(config.metrics_host, config.metrics_port)
         readers.append(reader)
         out.on_shutdown.append(close)
-    for exporter in _metric_exporters(environ):
+    for exporter in _exporters(environ, "metrics"):
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         readers.append(PeriodicExportingMetricReader(exporter))  # OTEL_METRIC_EXPORT_INTERVAL
@@ -125,51 +125,40 @@ def _otlp_protocol(environ: Mapping[str, str], signal: str) -> str:
             or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip().lower()
 
 
-def _span_exporters(environ: Mapping[str, str]) -> list:
-    out = []
-    for name in _exporter_names(environ, "traces"):
-        if name == "otlp":
-            if _otlp_protocol(environ, "traces") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            else:
-                OTLPSpanExporter = _http_exporter("trace_exporter", "OTLPSpanExporter")  # noqa: N806
-            out.append(OTLPSpanExporter())  # OTEL_EXPORTER_OTLP_* (endpoint, headers, insecure, timeout)
-        elif name == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+# signal -> (OTLP exporter module and class, console exporter module and class, what else is accepted)
+_EXPORTERS = {
+    "traces": (("trace_exporter", "OTLPSpanExporter"), ("opentelemetry.sdk.trace.export", "ConsoleSpanExporter"),
+               {}),
+    "metrics": (("metric_exporter", "OTLPMetricExporter"),
+                ("opentelemetry.sdk.metrics.export", "ConsoleMetricExporter"),
+                {"prometheus": "prometheus (with --metrics-port)"}),  # the scrape endpoint is --metrics-port
+}
 
-            out.append(ConsoleSpanExporter())
-        else:
-            raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: barkstream supports otlp, console or none")
+
+def _exporters(environ: Mapping[str, str], signal: str) -> list:
+    """The exporters OTEL_<SIGNAL>_EXPORTER names (OTEL_EXPORTER_OTLP_* configure the OTLP ones)."""
+    otlp, console, elsewhere = _EXPORTERS[signal]
+    out = []
+    for name in _exporter_names(environ, signal):
+        if name == "otlp":
+            protocol = "grpc" if _otlp_protocol(environ, signal) == "grpc" else "http"
+            out.append(_load(f"opentelemetry.exporter.otlp.proto.{protocol}.{otlp[0]}", otlp[1])())
+        elif name == "console":
+            out.append(_load(*console)())
+        elif name not in elsewhere:
+            supported = ", ".join(["otlp", "console", *elsewhere.values()])
+            raise ValueError(f"OTEL_{signal.upper()}_EXPORTER={name!r}: barkstream supports {supported} or none")
     return out
 
 
-def _metric_exporters(environ: Mapping[str, str]) -> list:
-    out = []
-    for name in _exporter_names(environ, "metrics"):
-        if name == "otlp":
-            if _otlp_protocol(environ, "metrics") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-            else:
-                OTLPMetricExporter = _http_exporter("metric_exporter", "OTLPMetricExporter")  # noqa: N806
-            out.append(OTLPMetricExporter())
-        elif name == "console":
-            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-            out.append(ConsoleMetricExporter())
-        elif name == "prometheus":
-            continue  # the scrape endpoint is --metrics-port
-        else:
-            raise ValueError(f"OTEL_METRICS_EXPORTER={name!r}: barkstream supports otlp, console, prometheus "
-                             "(with --metrics-port) or none")
-    return out
-
-
-def _http_exporter(module: str, name: str):
+def _load(module: str, name: str):
     import importlib
 
     try:
-        return getattr(importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module}"), name)
+        return getattr(importlib.import_module(module), name)
     except ImportError:
+        if ".proto.http." not in module:
+            raise
         raise ValueError("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf needs the opentelemetry-exporter-otlp-proto-http "
                          "package; install it or use grpc") from None
 

@@ -4,7 +4,8 @@ grpcio-reflection implements only `grpc.reflection.v1alpha.ServerReflection`; gr
 current clients try `grpc.reflection.v1` first. The v1 protocol is v1alpha under a new package
 name, with the same messages and field numbers, so the same servicer answers both: v1 is one
 more method handler over the v1alpha message classes, and the v1 file descriptor (v1alpha's,
-renamed) joins the descriptor pool so that v1 itself can be described.
+renamed) joins the descriptor pool so that v1 itself can be described. When grpcio-reflection
+ships v1 itself, this module goes.
 """
 
 from __future__ import annotations
