@@ -216,7 +216,7 @@ def test_trace_joins_the_grpc_trace_and_metrics(tiny_checkpoint_dir):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from barkstream.services.common.telemetry import Telemetry
+    from barkstream.services.telemetry import Telemetry
 
     spans = InMemorySpanExporter()
     provider = TracerProvider()

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from ..common.telemetry import Telemetry
+from ..telemetry import Telemetry
 from .auth import HttpAuth
 from .body import read_json_object
 from .config import GatewayConfig

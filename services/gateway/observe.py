@@ -15,7 +15,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ..common.telemetry import Telemetry
+from ..telemetry import Telemetry
 
 HTTP_DURATION = "http.server.request.duration"
 GATEWAY_TTFA = "barkstream.gateway.time_to_first_audio"

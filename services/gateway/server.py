@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from ..common.config import ServerConfig
-from ..common.telemetry import Telemetry
+from ..telemetry import Telemetry
 from .app import Gateway
 from .auth import HttpAuth
 from .config import DEFAULT_HTTP_PORT, GatewayConfig

@@ -10,7 +10,8 @@ from barkstream.client._channel import TLS, ChannelConfig, channel_credentials, 
 from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
 from ..common.auth import bearer_metadata
-from ..common.telemetry import REQUEST_ID_METADATA, Telemetry
+from ..common.server_calls import REQUEST_ID_METADATA
+from ..telemetry import Telemetry
 from .errors import from_rpc_error
 
 SERVICE = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name

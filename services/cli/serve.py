@@ -7,11 +7,12 @@ import asyncio
 import logging
 import os
 
-from .app import ROLES, App, ServeConfig
-from .common.config import ServerConfig, add_dataclass_args, add_server_args, dataclass_from_args
-from .common.telemetry import Telemetry, TelemetryConfig
-from .gateway.config import GatewayConfig
+from ..app import ROLES, App, ServeConfig
+from ..common.config import ServerConfig, add_dataclass_args, add_server_args, dataclass_from_args
+from ..gateway.config import GatewayConfig
+from ..telemetry import Telemetry, TelemetryConfig
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_PORTS = {"all": 50051, "orchestrator": 50051, "semantic": 50061, "coarse": 50062, "fine": 50063,
                  "codec": 50064, "gateway": 8080}
 
@@ -27,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        GatewayConfig)
     add_dataclass_args(p.add_argument_group("observability (traces and OTLP export: the standard OTEL_* "
                                             "variables, e.g. OTEL_EXPORTER_OTLP_ENDPOINT)"), TelemetryConfig)
-    p.add_argument("--log-level", default=os.environ.get("BARKSTREAM_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", default=os.environ.get("BARKSTREAM_LOG_LEVEL", "INFO"), type=str.upper,
+                   choices=LOG_LEVELS, metavar="LEVEL",
+                   help=f"least severe log messages shown: {', '.join(LOG_LEVELS)} (env BARKSTREAM_LOG_LEVEL; "
+                        "default %(default)s)")
     p.set_defaults(func=run_serve)
 
 
@@ -42,7 +46,7 @@ def run_serve(args: argparse.Namespace) -> int:
     gateway = dataclass_from_args(GatewayConfig, args, os.environ)
 
     async def main() -> None:
-        from .gateway.server import GatewayServer, serve_alone, serve_beside
+        from ..gateway.server import GatewayServer, serve_alone, serve_beside
 
         auth = {"auth_token_file": serve.auth_token_file, "auth_token": serve.auth_token, "telemetry": telemetry}
         if args.role == "gateway":
