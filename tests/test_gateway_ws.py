@@ -44,6 +44,9 @@ def closed_with(ws, *send) -> tuple[int, list[dict]]:
                 ws.send(*message[:1], text=message[1])
             else:
                 ws.send(message)
+    except ConnectionClosed:
+        pass  # the server may close first (a refused token); what it sent before is still read below
+    try:
         while True:
             frame = ws.recv(timeout=30)
             if isinstance(frame, str):
