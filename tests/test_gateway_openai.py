@@ -158,3 +158,35 @@ def test_speed_one_is_accepted(client):
     audio = client.audio.speech.create(model="tts-1", voice="alloy", input=ONE_SEGMENT, response_format="pcm",
                                        speed=1.0, extra_body=EXTRA)
     assert len(audio.content) > 0 and np.frombuffer(audio.content, "<i2").size == len(audio.content) // 2
+
+
+def ffmpeg_pcm(data: bytes) -> np.ndarray:
+    """Decode with FFmpeg's command-line tool (not the encoder the orchestrator used) to 24 kHz mono s16."""
+    import subprocess
+
+    proc = subprocess.run(["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", "24000",
+                           "pipe:1"], input=data, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return np.frombuffer(proc.stdout, "<i2")
+
+
+# response_format -> what the bytes start with (a container or frame sync).
+COMPRESSED = {"mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"), "opus": (b"OggS",),
+              "aac": (b"\xff\xf1", b"\xff\xf9"), "flac": (b"fLaC",)}
+
+
+@pytest.mark.parametrize("fmt", sorted(COMPRESSED))
+def test_compressed_formats_whole_and_streamed(client, embedded_server, fmt):
+    """Valid audio in every compressed format: an independent decoder reads it, with the duration of the
+    PCM the same request gives (within 0.1 s: encoder delay and padding of one or two codec frames)."""
+    reference = np.frombuffer(grpc_pcm(embedded_server.target, ONE_SEGMENT, "v2/en_speaker_0"), "<i2")
+    whole = client.audio.speech.create(model="tts-1", voice="alloy", input=ONE_SEGMENT, response_format=fmt,
+                                       extra_body=EXTRA).content
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=ONE_SEGMENT, response_format=fmt, extra_body=EXTRA) as response:
+        streamed = b"".join(response.iter_bytes())
+    for data in (whole, streamed):
+        assert data.startswith(COMPRESSED[fmt]), data[:8]
+        decoded = ffmpeg_pcm(data)
+        assert abs(len(decoded) - len(reference)) / 24000 < 0.1, (len(decoded), len(reference))
+        assert np.abs(decoded.astype(np.float64)).max() > 0
