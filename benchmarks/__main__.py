@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which in ("all", "gateway"):
         from . import gateway
 
-        gateway.main(checkpoint, args.quick)
+        gateway.main(args.checkpoint, args.quick)  # default: the tiny random checkpoint (see gateway.py)
     print(f"\nbenchmarks done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return 0
 
