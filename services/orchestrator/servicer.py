@@ -43,11 +43,11 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         async with self.admission.slot(context), abort_on_error(
                 context, invalid=(VoiceError, TokenizerError), where="orchestrator"):
             started = time.monotonic()
+            annotate(voice=request.voice or None, text_chars=len(request.text))  # logged even when refused
             pipeline = self.pipeline.get()
             options = stream_options(request, pipeline.voices)
             segments = segment_ids(request.text, pipeline.tokenizer, self.limits)
-            annotate(request_id=options.request_id, voice=request.voice or None, segments=len(segments),
-                     text_chars=len(request.text), encoding=options.format.encoding.name,
+            annotate(request_id=options.request_id, segments=len(segments), encoding=options.format.encoding.name,
                      sample_rate_hz=options.format.sample_rate_hz)
             run = Synthesis(pipeline.stages, options, segments, context.time_remaining(), self.telemetry, started)
             yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
