@@ -111,7 +111,7 @@ def test_bad_format_says_what_to_use():
     with pytest.raises(ValueError, match="wav, pcm16, f32"):
         parse_format("mp3")
     with pytest.raises(ValueError):
-        parse_format(9)
+        parse_format(99)
 
 
 # ---------------------------------------------------------------------------------- errors
