@@ -130,7 +130,7 @@ def test_close_frees_the_codec_and_finish_happens_once():
     encoder.push(speechlike(9_000))
     encoder.close()
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, CodecEncoder) and not o.closed]
+    assert not [o for o in gc.get_objects() if type(o) is CodecEncoder and not o.closed]
 
 
 @pytest.mark.parametrize(("fields", "must_say"), [
