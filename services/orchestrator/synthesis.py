@@ -91,18 +91,19 @@ class Synthesis:
     async def chunks(self) -> AsyncIterator[SentChunk]:
         """Encoded chunks as the stages' PCM arrives; raises StageFailed when a stage does.
 
-        The codec is finished with the last segment, and closed however the stream ends.
+        The codec is finished with the last segment; `close()` frees it however the stream ends.
         """
-        try:
-            async for segment, pcm in self.session.pcm():
-                last = segment == self.segment_count - 1
-                for c in (self.encoder.flush(end_of_stream=last) if pcm is None else self.encoder.push(pcm)):
-                    if self.first_audio is None:
-                        self.first_audio = time.monotonic()
-                    yield SentChunk(self.chunk_count, segment, c)
-                    self.chunk_count += 1
-        finally:
-            self.encoder.close()
+        async for segment, pcm in self.session.pcm():
+            last = segment == self.segment_count - 1
+            for c in (self.encoder.flush(end_of_stream=last) if pcm is None else self.encoder.push(pcm)):
+                if self.first_audio is None:
+                    self.first_audio = time.monotonic()
+                yield SentChunk(self.chunk_count, segment, c)
+                self.chunk_count += 1
+
+    def close(self) -> None:
+        """Free the encoder (a no-op after a finished stream); call it however the run ends."""
+        self.encoder.close()
 
     def summary(self) -> Summary:
         """Totals and timings of the finished run (recorded in the metrics too)."""
