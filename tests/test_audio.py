@@ -206,3 +206,15 @@ def test_streamed_wav_reads_and_finalized_wav_is_valid():
 
     with pytest.raises(ValueError, match="RIFF"):
         finalize_wav(data)
+
+
+def test_generate_writes_the_same_int16_as_the_stream(tmp_path):
+    """`barkstream generate` rounds like the server and the SDK (it used to truncate)."""
+    from barkstream.services.cli import write_wav
+
+    x = np.array([1.6, -1.6, 16383.5, 40000.0], np.float32) / 32767
+    write_wav(tmp_path / "g.wav", x, 24_000)
+    with wave.open(str(tmp_path / "g.wav")) as reader:
+        written = reader.readframes(4)
+    assert written == encode_samples(x, Encoding.PCM_S16LE)
+    assert np.frombuffer(written, "<i2").tolist() == [2, -2, 16384, 32767]
