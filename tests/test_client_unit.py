@@ -28,12 +28,12 @@ pytestmark = pytest.mark.timeout(60)
 
 # ----------------------------------------------------------------------------- import graph
 def test_client_import_graph_has_no_torch_and_no_services():
-    """A fresh interpreter imports every client module (SDK, CLI) without torch or the server code."""
+    """A fresh interpreter imports every client module (SDK, CLI) without torch, PyAV or the server code."""
     code = textwrap.dedent("""
         import sys
         import barkstream.client, barkstream.client.cli, barkstream.client.commands, barkstream.client.pb
-        import barkstream.client.aio, barkstream.client.sync
-        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "encodec", "soxr")
+        import barkstream.client.aio, barkstream.client.sync, barkstream.client.transcode
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "encodec", "soxr", "av")
                      or m.startswith("barkstream.services"))
         print(",".join(bad))
     """)
