@@ -7,6 +7,7 @@ answered with INVALID_ARGUMENT and a message that says what to change.
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 
 import grpc
 
@@ -43,20 +44,23 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         async with self.admission.slot(context), abort_on_error(
                 context, invalid=(VoiceError, TokenizerError), where="orchestrator"):
             started = time.monotonic()
+            annotate(voice=request.voice or None, text_chars=len(request.text))  # logged even when refused
             pipeline = self.pipeline.get()
             options = stream_options(request, pipeline.voices)
             segments = segment_ids(request.text, pipeline.tokenizer, self.limits)
-            annotate(request_id=options.request_id, voice=request.voice or None, segments=len(segments),
-                     text_chars=len(request.text), encoding=options.format.encoding.name,
+            annotate(request_id=options.request_id, segments=len(segments), encoding=options.format.encoding.name,
                      sample_rate_hz=options.format.sample_rate_hz)
             run = Synthesis(pipeline.stages, options, segments, context.time_remaining(), self.telemetry, started)
-            yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
             try:
-                async for sent in run.chunks():
-                    yield tts_pb2.SynthesizeResponse(chunk=chunk_pb(sent))
+                yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
+                async with aclosing(run.chunks()) as chunks:  # a cancelled stream stops its stage calls at once
+                    async for sent in chunks:
+                        yield tts_pb2.SynthesizeResponse(chunk=chunk_pb(sent))
             except StageFailed as e:
                 code = e.code if e.code in _STAGE_CODES else grpc.StatusCode.UNAVAILABLE
                 await context.abort(code, str(e), trailing_metadata=e.trailing)
+            finally:
+                run.close()  # a cancelled or failed stream leaves no encoder behind
             yield tts_pb2.SynthesizeResponse(summary=summary_pb(run.summary()))
 
     async def ListVoices(self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext):
