@@ -51,15 +51,17 @@ class GatewayObserver:
             if meter else None
 
     @contextlib.contextmanager
-    def request(self, method: str, route: str, headers: Mapping[str, str]) -> Iterator[RequestTrace]:
-        """The request's span, current inside the block (gRPC calls made there are its children)."""
+    def request(self, method: str, route: str, headers: Mapping[str, str],
+                session: bool = False) -> Iterator[RequestTrace]:
+        """The request's span, current inside the block (gRPC calls made there are its children).
+        session: a WebSocket session (counted in the open-sessions gauge while it lasts)."""
         parent = propagate.extract(dict(headers))
         attributes = {"http.request.method": method, "http.route": route}
         span = self.tracer.start_span(f"{method} {route}", context=parent, kind=SpanKind.SERVER,
                                       attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         t = RequestTrace(span, time.perf_counter())
-        if self._sessions is not None and method == "GET" and route.endswith("/ws"):
+        if self._sessions is not None and session:
             self._sessions.add(1)
         try:
             yield t
@@ -69,7 +71,7 @@ class GatewayObserver:
             raise
         finally:
             otel_context.detach(token)
-            if self._sessions is not None and method == "GET" and route.endswith("/ws"):
+            if self._sessions is not None and session:
                 self._sessions.add(-1)
             self._end(t, attributes)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from typing import Any
 
 import grpc
@@ -23,12 +24,14 @@ from .observe import GatewayObserver, RequestTrace
 from .speech import SpeechRequest
 from .upstream import Upstream
 
+log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 
 
 class StreamBroken(Exception):
-    """The upstream stream failed after the response had started: the connection is dropped
-    without the final chunk, so the client sees a truncated body, never a clean but short file."""
+    """The stream cannot go on after the response has started (upstream failure, a client that stopped
+    reading). The response is left incomplete, so uvicorn drops the connection without the final chunk:
+    the client sees a truncated body, never a clean but short file."""
 
 
 async def send_json(send: Any, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
@@ -91,7 +94,11 @@ class SpeechResponse:
             for task in (pump, gone):
                 task.cancel()
         if pump in done:
-            pump.result()  # raises StreamBroken / TimeoutError
+            try:
+                pump.result()
+            except StreamBroken as e:
+                log.warning("speech stream %s cut: %s", header.request_id, e)
+                t.status = t.status if t.status >= 400 else 499
         else:
             t.status = 499  # the client went away: the call is cancelled by __call__
 

@@ -77,7 +77,7 @@ class WebSocketSession:
         ws = self.ws
         offered = list(ws.scope.get("subprotocols") or [])
         await ws.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
-        with self.observer.request("GET", "/v1/audio/ws", dict(ws.headers)) as t:
+        with self.observer.request("GET", "/v1/audio/ws", dict(ws.headers), session=True) as t:
             try:
                 token = self.auth.token(ws.headers, offered)
                 await self._session(token)
