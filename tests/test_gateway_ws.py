@@ -164,3 +164,27 @@ def test_session_clear_stops_audio_and_goes_on(gateway, server):
     assert any(e["type"] == "segment_started" and "Bye" in e["text"] for e in after)
     assert events[-1]["type"] == "summary"
     assert len(audio) < 2 * 24000 * 16  # far less than the two long segments would have made
+
+
+def test_session_client_that_never_reads_is_given_up(embedded_server, server):
+    """A WebSocket client that stops reading: after write_timeout_s without progress the session ends and
+    its StreamingSynthesize call is cancelled (every stage frees its rows), without a hang."""
+    import socket
+
+    from .service_helpers import idle, poll
+
+    gw = GatewayThread(embedded_server.target, GatewayConfig(http_host="127.0.0.1", write_timeout_s=1.0))
+    try:
+        gw.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)  # inherited by accepted sockets
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", gw.port))
+        long = {**CONFIG, "params": {"semantic": {"max_gen_duration_s": 6.0}}}
+        with connect(gw.ws_url, sock=sock, max_queue=1, open_timeout=10) as ws:
+            ws.send(json.dumps(long))
+            ws.send(json.dumps({"type": "text", "text": "Hello world, my dog likes pizza and music. " * 3}))
+            ws.send(json.dumps({"type": "close"}))
+            assert poll(lambda: not idle(server.app), timeout=30)  # it started
+            assert poll(lambda: idle(server.app), timeout=90), "the session of a stuck client kept running"
+    finally:
+        gw.stop()
