@@ -244,3 +244,26 @@ def test_trace_joins_the_grpc_trace_and_metrics(tiny_checkpoint_dir):
     names = {m.name for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
              for m in sm.metrics}
     assert {"http.server.request.duration", "barkstream.gateway.time_to_first_audio"} <= names
+
+
+def test_failure_after_audio_started(embedded_server, server):
+    """The deadline passes mid-stream: SSE ends with an error event; raw audio ends truncated (the client
+    can tell), never as a clean short file."""
+    gw = GatewayThread(embedded_server.target, GatewayConfig(http_host="127.0.0.1", request_timeout_s=2.0))
+    long = {**GOOD, "input": THREE_SEGMENTS, "max_duration": 8.0}
+    try:
+        status, _, body = post(gw, {**long, "stream_format": "sse"})
+        if status == 200:
+            last = json.loads(body.decode().strip().split("\n\n")[-1][len("data: "):])
+            assert last["type"] == "error" and last["error"]["code"] == "deadline_exceeded"
+        else:
+            assert status == 504  # so slow that not even the header came in time
+        try:
+            status, _, _ = post(gw, long)
+        except http.client.IncompleteRead:
+            pass  # cut after the audio had started: what must happen
+        else:
+            assert status == 504  # the slow case again: no body to truncate
+    finally:
+        gw.stop()
+    assert poll(lambda: idle(server.app), timeout=30)
