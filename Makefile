@@ -47,6 +47,7 @@ test-fast: install-test
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/python scripts/lint_imports.py
 
 # Regenerate the gRPC stubs after editing protos/ (the install does this too).
 proto: $(BIN)/python

@@ -69,7 +69,7 @@ class EmbeddedServer:
 
     def __init__(self, role: str, serve_config, server_config=None, hold_warmup=None, telemetry=None):
         """hold_warmup: a threading.Event the warm-up waits for (the server stays NOT_SERVING until set).
-        telemetry: a services.common.telemetry.Telemetry for the App (default: off)."""
+        telemetry: a services.telemetry.Telemetry for the App (default: off)."""
         import asyncio
         import threading
 

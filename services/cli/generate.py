@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
+
+from barkstream.client.audio import to_pcm16, wav_bytes
 
 from ..bark import constants as C
 
@@ -40,12 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = C.SAMPLE_RATE) -> None:
     """16-bit PCM mono WAV: what every player reads."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.tobytes())
+    Path(path).write_bytes(wav_bytes(to_pcm16(audio), sample_rate))
 
 
 class StageProgress:

@@ -9,7 +9,7 @@ import os
 
 from ..app import ROLES, App, ServeConfig
 from ..common.config import ServerConfig, add_dataclass_args, add_server_args, dataclass_from_args
-from ..common.telemetry import Telemetry, TelemetryConfig
+from ..telemetry import Telemetry, TelemetryConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_PORTS = {"all": 50051, "orchestrator": 50051, "semantic": 50061, "coarse": 50062, "fine": 50063,
