@@ -24,6 +24,7 @@ from barkstream.services.cli.main import build_parser as server_parser
 from .docs_examples import Example, all_examples, barkstream_argv, barkstream_commands
 
 DOCUMENTED_TARGET = "localhost:50051"
+DOCUMENTED_GATEWAY = "localhost:8080"  # the HTTP gateway's examples (docs/gateway.md) point here
 EXAMPLE_TIMEOUT_S = 240
 FAKE_SOUND_CARD = Path(__file__).parent / "fake_sound_card"
 EXAMPLES = all_examples()
@@ -78,15 +79,26 @@ def test_the_docs_have_examples_of_both_kinds():
     assert languages == {"python", "shell"} and len(EXAMPLES) >= 8
 
 
+@pytest.fixture(scope="module")
+def gateway_address(embedded_server):
+    """The HTTP gateway in front of the quick-start server, for the examples that use `localhost:8080`."""
+    from .gateway_helpers import GatewayThread
+
+    gateway = GatewayThread(embedded_server.target)
+    yield f"127.0.0.1:{gateway.port}"
+    gateway.stop()
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
-def test_example_runs_as_written(example: Example, server, tmp_path):
+def test_example_runs_as_written(example: Example, server, gateway_address, tmp_path):
     if example.language == "python":
         compile(example.code, example.id, "exec")
         _check_imports(example)
         if not example.runs():
             return
         script = tmp_path / "example.py"
-        script.write_text(example.code.replace(DOCUMENTED_TARGET, server.target), encoding="utf-8")
+        code = example.code.replace(DOCUMENTED_TARGET, server.target).replace(DOCUMENTED_GATEWAY, gateway_address)
+        script.write_text(code, encoding="utf-8")
         _run([sys.executable, str(script)], _env(server.target, tmp_path, example), tmp_path, example.id)
     else:
         env = _env(server.target, tmp_path, example)
