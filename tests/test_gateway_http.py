@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 
 import pytest
 
@@ -267,3 +268,45 @@ def test_failure_after_audio_started(embedded_server, server):
     finally:
         gw.stop()
     assert poll(lambda: idle(server.app), timeout=30)
+
+
+def test_tls_both_sides(tiny_checkpoint_dir, tmp_path):
+    """HTTPS to the gateway, and TLS from the gateway to an orchestrator that serves TLS only."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    chain, key, ca_file = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.private_key_pem.write_to_path(key)
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    ca.cert_pem.write_to_path(ca_file)
+    tls = ServerConfig(host="127.0.0.1", port=0, drain_grace_s=2.0, tls_cert_file=str(chain), tls_key_file=str(key))
+    ready = threading.Event()
+    ready.set()  # no plaintext health wait: the gateway's readiness below waits, over TLS
+    srv = EmbeddedServer("all", ServeConfig(checkpoint=str(tiny_checkpoint_dir), stage_tls_ca_file=str(ca_file)),
+                         tls, hold_warmup=ready)
+    gw = GatewayThread(srv.target, GatewayConfig(http_host="127.0.0.1", target_ca_file=str(ca_file),
+                                                 target_server_name="localhost"), server=tls)
+    try:
+        assert gw.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(ca_file))
+
+        def ready_over_tls() -> bool:
+            conn = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=10, context=context)
+            conn.request("GET", "/readyz")
+            return conn.getresponse().status == 200
+
+        assert poll(ready_over_tls, timeout=120), "the orchestrator behind the gateway never became ready"
+        conn = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=120, context=context)
+        conn.request("POST", "/v1/audio/speech", json.dumps(GOOD), {"content-type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and len(r.read()) > 0
+        conn.close()
+        with pytest.raises(ssl.SSLError):  # a client that does not trust the CA gets nowhere
+            http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=10,
+                                        context=ssl.create_default_context()).request("GET", "/healthz")
+    finally:
+        gw.stop()
+        srv.stop()
