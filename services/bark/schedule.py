@@ -1,0 +1,74 @@
+"""Which text goes into which segment: the fixed and the latency-aware schedules (torch-free).
+
+Time to first audio is dominated by the first segment's semantic and coarse generation,
+so the latency-aware schedule makes the first segment short (a clause or a few words) and
+lets later segments grow toward the budget: each segment's budget is at most the tokens of
+everything before it, so while the listener hears segments 0..i-1, segment i (no longer
+than all of them together) is generated, which keeps up whenever the server runs at least
+about twice as fast as real time (and still starts fast when it does not). The fixed
+schedule packs every segment up to the budget (the offline behaviour before sessions).
+
+Shorter segments start faster; longer ones give Bark's prosody over more words. A text of up
+to 256 tokens in one FIXED segment of budget 256 is exactly Suno's single-pass generation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .segment import DEFAULT_MAX_SEGMENT_TOKENS, normalize_text, split_text
+
+MAX_SEGMENT_TOKENS = 256  # the semantic model reads at most 256 text tokens
+FIRST_SEGMENT_TOKENS = 10  # about two to three seconds of speech: a clause or a few words
+
+CountTokens = Callable[[str], int]
+
+
+class Schedule(enum.IntEnum):
+    """Numbers equal barkstream.v1.SegmentSchedule's (0 = the default, LATENCY_AWARE)."""
+
+    LATENCY_AWARE = 1
+    FIXED = 2
+
+
+@dataclass(frozen=True)
+class SegmentPolicy:
+    """How text is cut: the schedule and the token budget per segment (1..256)."""
+
+    schedule: Schedule = Schedule.LATENCY_AWARE
+    max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS
+    first_tokens: int = FIRST_SEGMENT_TOKENS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_tokens <= MAX_SEGMENT_TOKENS:
+            raise ValueError(f"max_tokens={self.max_tokens}: use 1..{MAX_SEGMENT_TOKENS}")
+        if self.first_tokens < 1:
+            raise ValueError(f"first_tokens={self.first_tokens}: use 1 or more")
+
+    def budget(self, tokens_before: int) -> int:
+        """The token budget of the next segment, given the tokens of the segments before it."""
+        if self.schedule is Schedule.FIXED:
+            return self.max_tokens
+        return min(self.max_tokens, max(self.first_tokens, tokens_before))
+
+
+def schedule_segments(text: str, count_tokens: CountTokens, policy: SegmentPolicy = SegmentPolicy(),
+                      tokens_before: int = 0) -> list[str]:
+    """Cut `text` into segments under `policy`; `tokens_before`: tokens already spoken in this stream."""
+    if policy.schedule is Schedule.FIXED:
+        return split_text(text, count_tokens, policy.max_tokens)
+    rest = normalize_text(text)
+    out: list[str] = []
+    while rest:
+        budget = policy.budget(tokens_before)
+        if budget == policy.max_tokens:  # from here on every segment has the full budget
+            return out + split_text(rest, count_tokens, budget)
+        parts = split_text(rest, count_tokens, budget)
+        if not parts:
+            break
+        out.append(parts[0])
+        tokens_before += count_tokens(parts[0])
+        rest = " ".join(parts[1:])
+    return out
