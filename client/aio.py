@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +22,8 @@ from ._core import CLIENT_DEFAULT, ClientCore, Timeout
 from ._stream import Progress, StreamState, assemble
 from .audio import Audio, AudioChunk
 from .errors import Cancelled, from_rpc_error
-from .request import Format, build_request
+from .request import Format, build_config, build_request
+from .session import AsyncSession, async_pieces
 
 
 class AsyncAudioStream(AsyncIterator[AudioChunk]):
@@ -182,6 +183,27 @@ class AsyncTTSClient:
                                chunk_ms=chunk_ms, timeout=timeout, wait_for_ready=wait_for_ready,
                                request_id=request_id, params=params, **kwargs) as stream:
             return await stream.collect()
+
+    def session(self, *, timeout: Timeout = CLIENT_DEFAULT, wait_for_ready: bool | None = None,
+                **config: Any) -> AsyncSession:
+        """Open a real-time session (see TTSClient.session); use it with `async with`."""
+        opts = self._core.call_options(timeout, wait_for_ready)
+        call = self._get_stub().StreamingSynthesize(**opts.kwargs())
+        return AsyncSession(call, build_config(**config), self.target)
+
+    async def speak(self, pieces: AsyncIterable[str] | Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT,
+                    wait_for_ready: bool | None = None, **config: Any) -> AsyncIterator[AudioChunk]:
+        """Speak text pieces as they come (an async LLM stream), yielding audio as it is made."""
+        opts = self._core.call_options(timeout, wait_for_ready)
+        config_pb = build_config(**config)
+        call = self._get_stub().StreamingSynthesize(async_pieces(config_pb, pieces), **opts.kwargs())
+        session = AsyncSession(call, config_pb, self.target, writes=False)
+        try:
+            async for item in session:
+                if isinstance(item, AudioChunk):
+                    yield item
+        finally:
+            session.cancel()
 
     async def list_voices(self, language: str | None = None, *, timeout: Timeout = CLIENT_DEFAULT,
                           wait_for_ready: bool | None = None) -> list[tts_pb2.Voice]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -16,7 +16,8 @@ from ._core import CLIENT_DEFAULT, ClientCore, Timeout
 from ._stream import Progress, StreamState, assemble
 from .audio import Audio, AudioChunk
 from .errors import Cancelled, from_rpc_error
-from .request import Format, build_request
+from .request import Format, build_config, build_request
+from .session import Session
 
 
 class AudioStream(Iterator[AudioChunk]):
@@ -183,6 +184,28 @@ class TTSClient:
                          timeout=timeout, wait_for_ready=wait_for_ready, request_id=request_id, params=params,
                          **kwargs) as stream:
             return stream.collect()
+
+    def session(self, *, timeout: Timeout = CLIENT_DEFAULT, wait_for_ready: bool | None = None,
+                **config: Any) -> Session:
+        """Open a real-time session: send text pieces while audio streams back (see client.session).
+
+        config: the keywords of `stream` (voice, seed, format, sample_rate, chunk_ms, request_id, params,
+        sampling keywords, schedule, max_segment_tokens, voice_prompt, return_voice_prompt) and
+        max_wait_ms. The timeout covers the whole session.
+        """
+        opts = self._core.call_options(timeout, wait_for_ready)
+        return Session(self._stub.StreamingSynthesize, build_config(**config), opts.kwargs(), self.target)
+
+    def speak(self, pieces: Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT, wait_for_ready: bool | None = None,
+              **config: Any) -> Iterator[AudioChunk]:
+        """Speak text pieces as they come (an LLM's token stream), yielding audio as it is made."""
+        opts = self._core.call_options(timeout, wait_for_ready)
+        session = Session(self._stub.StreamingSynthesize, build_config(**config), opts.kwargs(), self.target,
+                          pieces=pieces)
+        try:
+            yield from session.audio()
+        finally:
+            session.cancel()
 
     def list_voices(self, language: str | None = None, *, timeout: Timeout = CLIENT_DEFAULT,
                     wait_for_ready: bool | None = None) -> list[tts_pb2.Voice]:

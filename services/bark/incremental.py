@@ -31,10 +31,10 @@ _SPACE = re.compile(r"\s")
 class IncrementalSegmenter:
     """Buffers arriving text and hands out segments as soon as they may be spoken."""
 
-    def __init__(self, count_tokens: CountTokens, policy: SegmentPolicy = SegmentPolicy(),
+    def __init__(self, count_tokens: CountTokens, policy: SegmentPolicy | None = None,
                  max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
         self.count_tokens = count_tokens
-        self.policy = policy
+        self.policy = policy or SegmentPolicy()
         self.max_wait_s = max_wait_s
         self.tokens_dispatched = 0  # drives the schedule's growing budgets
         self._buffer = ""
@@ -87,13 +87,11 @@ class IncrementalSegmenter:
 
     # -- internals
     def _take_sentences(self) -> list[str]:
-        last = None
-        for last in _SENTENCE_DONE.finditer(self._buffer):
-            pass
-        if last is None:
+        ends = [m.end() for m in _SENTENCE_DONE.finditer(self._buffer)]
+        if not ends:
             return []
-        out = self._dispatch(self._buffer[:last.end()])
-        self._buffer = self._buffer[last.end():]
+        out = self._dispatch(self._buffer[:ends[-1]])
+        self._buffer = self._buffer[ends[-1]:]
         return out
 
     def _take_over_budget(self) -> list[str]:

@@ -2,10 +2,9 @@
 
 Time to first audio is dominated by the first segment's semantic and coarse generation,
 so the latency-aware schedule makes the first segment short (a clause or a few words) and
-lets later segments grow toward the budget: each segment's budget is at most the tokens of
-everything before it, so while the listener hears segments 0..i-1, segment i (no longer
-than all of them together) is generated, which keeps up whenever the server runs at least
-about twice as fast as real time (and still starts fast when it does not). The fixed
+lets later segments grow toward the budget: each segment's budget is `growth` times the
+tokens of everything before it, so segment i is generated while the listener hears segments
+0..i-1 (segment i+1's semantic stage also overlaps segment i's later stages). The fixed
 schedule packs every segment up to the budget (the offline behaviour before sessions).
 
 Shorter segments start faster; longer ones give Bark's prosody over more words. A text of up
@@ -22,6 +21,7 @@ from .segment import DEFAULT_MAX_SEGMENT_TOKENS, normalize_text, split_text
 
 MAX_SEGMENT_TOKENS = 256  # the semantic model reads at most 256 text tokens
 FIRST_SEGMENT_TOKENS = 10  # about two to three seconds of speech: a clause or a few words
+GROWTH = 2.0  # a segment's budget: at most this many times the tokens before it
 
 CountTokens = Callable[[str], int]
 
@@ -40,18 +40,19 @@ class SegmentPolicy:
     schedule: Schedule = Schedule.LATENCY_AWARE
     max_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS
     first_tokens: int = FIRST_SEGMENT_TOKENS
+    growth: float = GROWTH
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= MAX_SEGMENT_TOKENS:
             raise ValueError(f"max_tokens={self.max_tokens}: use 1..{MAX_SEGMENT_TOKENS}")
-        if self.first_tokens < 1:
-            raise ValueError(f"first_tokens={self.first_tokens}: use 1 or more")
+        if self.first_tokens < 1 or not self.growth > 0:
+            raise ValueError(f"first_tokens={self.first_tokens}, growth={self.growth}: use 1 or more, and > 0")
 
     def budget(self, tokens_before: int) -> int:
         """The token budget of the next segment, given the tokens of the segments before it."""
         if self.schedule is Schedule.FIXED:
             return self.max_tokens
-        return min(self.max_tokens, max(self.first_tokens, tokens_before))
+        return min(self.max_tokens, max(self.first_tokens, int(self.growth * tokens_before)))
 
 
 def schedule_segments(text: str, count_tokens: CountTokens, policy: SegmentPolicy = SegmentPolicy(),

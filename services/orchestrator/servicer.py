@@ -15,7 +15,9 @@ import numpy as np
 
 from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
-from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS, split_text
+from ..bark.incremental import IncrementalSegmenter
+from ..bark.schedule import SegmentPolicy, schedule_segments
+from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS
 from ..bark.tokenizer import BarkTokenizer, TokenizerError
 from ..bark.voices import VoiceError, VoiceLibrary
 from ..common import convert
@@ -24,6 +26,10 @@ from ..common.audio import AudioEncoder, resolve_format
 from ..common.errors import InvalidRequest
 from ..common.status import abort_on_error
 from ..common.telemetry import Telemetry, annotate
+from .live import LiveSynthesis
+from .options import generated_voice, max_wait_from_pb, resolve_voice, segment_policy_from_pb, voice_prompt_to_pb
+from .realtime import RealtimeSession, SessionLimit, SessionLimits
+from .realtime_pb import event_to_pb, first_config, inputs_from_pb
 from .session import StageFailed, SynthesisSession
 from .stage_clients import StageClients
 
@@ -38,6 +44,7 @@ class OrchestratorLimits:
     max_text_chars: int = 4000
     max_segments: int = 64
     max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS
+    session: SessionLimits = SessionLimits()
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
@@ -51,7 +58,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         self.admission = admission
         self.limits = limits
 
-    def _segments(self, text: str) -> list[np.ndarray]:
+    def _segments(self, text: str, policy: SegmentPolicy) -> list[np.ndarray]:
         if not text.strip():
             raise InvalidRequest("text is empty: send some words to speak")
         if len(text) > self.limits.max_text_chars:
@@ -59,7 +66,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                                  "split it into several requests")
         if "\x00" in text:
             raise InvalidRequest("text contains NUL characters: remove them")
-        segments = split_text(text, self.tokenizer.count, self.limits.max_segment_tokens)
+        segments = schedule_segments(text, self.tokenizer.count, policy)
         ids = [np.asarray(self.tokenizer.encode(s), dtype=np.int64) for s in segments]
         ids = [i for i in ids if len(i)]
         if not ids:
@@ -75,8 +82,9 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             started = time.monotonic()
             fmt = resolve_format(request.encoding, request.sample_rate_hz, request.chunk_duration_ms)
             params = convert.generation_params_from_pb(request.params)
-            voice = self.voices.load(request.voice) if request.voice else None
-            segment_ids = self._segments(request.text)
+            voice = resolve_voice(self.voices, request.voice, request.voice_prompt)
+            policy = segment_policy_from_pb(request.segmentation, self.limits.max_segment_tokens)
+            segment_ids = self._segments(request.text, policy)
             request_id = _request_id(request.request_id) or uuid.uuid4().hex
             annotate(request_id=request_id, voice=request.voice or None, segments=len(segment_ids),
                      text_chars=len(request.text), encoding=fmt.encoding.name, sample_rate_hz=fmt.sample_rate_hz)
@@ -102,21 +110,70 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             except StageFailed as e:
                 code = e.code if e.code in _STAGE_CODES else grpc.StatusCode.UNAVAILABLE
                 await context.abort(code, str(e), trailing_metadata=e.trailing)
-            wall = time.monotonic() - started
-            audio_s = encoder.samples_out / fmt.sample_rate_hz
-            summary = tts_pb2.SynthesisSummary(
-                request_id=request_id, total_samples=encoder.samples_out, audio_seconds=audio_s,
-                segment_count=len(segment_ids), chunk_count=sequence,
-                time_to_first_audio_ms=0.0 if first_audio is None else (first_audio - started) * 1000,
-                wall_ms=wall * 1000, real_time_factor=wall / audio_s if audio_s else 0.0)
-            self.telemetry.synthesis_done(None if first_audio is None else first_audio - started,
-                                          wall / audio_s if audio_s else None, audio_s)
-            for stage, index, t in session.stage_timings():
-                if t.ended is not None:
-                    summary.stage_timings.add(
-                        stage=_STAGE_ENUM[stage], segment_index=index, total_ms=(t.ended - t.started) * 1000,
-                        first_output_ms=0.0 if t.first_output is None else (t.first_output - t.started) * 1000)
+            summary = self._summary(request_id, encoder.samples_out, fmt.sample_rate_hz, len(segment_ids), sequence,
+                                    started, first_audio, session.stage_timings())
+            if request.return_voice_prompt:
+                first = session.segments[0].codes
+                spoken = voice or generated_voice(first.semantic, first.coarse, first.fine)
+                if spoken is not None:
+                    voice_prompt_to_pb(spoken, summary.voice_prompt)
             yield tts_pb2.SynthesizeResponse(summary=summary)
+
+    def _summary(self, request_id: str, samples: int, rate: int, segments: int, chunks: int, started: float,
+                 first_audio: float | None, timings) -> tts_pb2.SynthesisSummary:
+        wall = time.monotonic() - started
+        audio_s = samples / rate
+        summary = tts_pb2.SynthesisSummary(
+            request_id=request_id, total_samples=samples, audio_seconds=audio_s, segment_count=segments,
+            chunk_count=chunks, time_to_first_audio_ms=0.0 if first_audio is None else (first_audio - started) * 1000,
+            wall_ms=wall * 1000, real_time_factor=wall / audio_s if audio_s else 0.0)
+        self.telemetry.synthesis_done(None if first_audio is None else first_audio - started,
+                                      wall / audio_s if audio_s else None, audio_s)
+        for stage, index, t in timings:
+            if t.ended is not None:
+                summary.stage_timings.add(
+                    stage=_STAGE_ENUM[stage], segment_index=index, total_ms=(t.ended - t.started) * 1000,
+                    first_output_ms=0.0 if t.first_output is None else (t.first_output - t.started) * 1000)
+        return summary
+
+    async def StreamingSynthesize(self, request_iterator, context: grpc.aio.ServicerContext):
+        async with self.admission.slot(context), abort_on_error(
+                context, invalid=(VoiceError, TokenizerError), where="orchestrator"):
+            started = time.monotonic()
+            config = await first_config(request_iterator)
+            fmt = resolve_format(config.encoding, config.sample_rate_hz, config.chunk_duration_ms)
+            params = convert.generation_params_from_pb(config.params)
+            voice = resolve_voice(self.voices, config.voice, config.voice_prompt)
+            policy = segment_policy_from_pb(config.segmentation, self.limits.max_segment_tokens)
+            segmenter = IncrementalSegmenter(self.tokenizer.count, policy, max_wait_from_pb(config.segmentation))
+            request_id = _request_id(config.request_id) or uuid.uuid4().hex
+            annotate(request_id=request_id, voice=config.voice or None, session=True, encoding=fmt.encoding.name,
+                     sample_rate_hz=fmt.sample_rate_hz)
+            yield tts_pb2.StreamingSynthesizeResponse(header=tts_pb2.StreamHeader(
+                request_id=request_id, encoding=fmt.encoding.value, sample_rate_hz=fmt.sample_rate_hz, channels=1,
+                chunk_duration_ms=fmt.chunk_duration_ms, samples_per_chunk=fmt.samples_per_chunk,
+                container_header=AudioEncoder(fmt).header(), voice=config.voice))
+            remaining = context.time_remaining()
+            limit = self.limits.session.max_session_s
+            live = LiveSynthesis(self.stages, request_id, voice, params, convert.seed_from_pb(config),
+                                 limit if remaining is None else min(remaining, limit), tracer=self.telemetry.tracer)
+            session = RealtimeSession(live, segmenter, self.tokenizer.encode, fmt, self.limits.session)
+            session.stats.started = started
+            try:
+                async for event in session.events(inputs_from_pb(request_iterator)):
+                    yield event_to_pb(event)
+            except StageFailed as e:
+                code = e.code if e.code in _STAGE_CODES else grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, str(e), trailing_metadata=e.trailing)
+            except SessionLimit as e:
+                await context.abort(grpc.StatusCode[e.status], str(e))
+            stats = session.stats
+            summary = self._summary(request_id, stats.samples, fmt.sample_rate_hz, stats.segments, stats.chunks,
+                                    started, stats.first_audio, live.stage_timings())
+            spoken = live.spoken_voice() if config.return_voice_prompt else None
+            if spoken is not None:
+                voice_prompt_to_pb(spoken, summary.voice_prompt)
+            yield tts_pb2.StreamingSynthesizeResponse(summary=summary)
 
     async def ListVoices(self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext):
         if self.voices is None:
