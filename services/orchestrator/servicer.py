@@ -57,6 +57,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         self.voices = voices
         self.admission = admission
         self.limits = limits
+        self.sessions: set[RealtimeSession] = set()  # the sessions running now (observability, tests)
 
     def _segments(self, text: str, policy: SegmentPolicy) -> list[np.ndarray]:
         if not text.strip():
@@ -159,6 +160,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                                  limit if remaining is None else min(remaining, limit), tracer=self.telemetry.tracer)
             session = RealtimeSession(live, segmenter, self.tokenizer.encode, fmt, self.limits.session)
             session.stats.started = started
+            self.sessions.add(session)
             try:
                 async for event in session.events(inputs_from_pb(request_iterator)):
                     yield event_to_pb(event)
@@ -167,6 +169,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 await context.abort(code, str(e), trailing_metadata=e.trailing)
             except SessionLimit as e:
                 await context.abort(grpc.StatusCode[e.status], str(e))
+            finally:
+                self.sessions.discard(session)
             stats = session.stats
             summary = self._summary(request_id, stats.samples, fmt.sample_rate_hz, stats.segments, stats.chunks,
                                     started, stats.first_audio, live.stage_timings())
