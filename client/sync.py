@@ -185,23 +185,23 @@ class TTSClient:
                          **kwargs) as stream:
             return stream.collect()
 
-    def session(self, *, timeout: Timeout = CLIENT_DEFAULT, wait_for_ready: bool | None = None,
-                **config: Any) -> Session:
+    def session(self, *, pieces: Iterable[str] | None = None, timeout: Timeout = CLIENT_DEFAULT,
+                wait_for_ready: bool | None = None, **config: Any) -> Session:
         """Open a real-time session: send text pieces while audio streams back (see client.session).
 
-        config: the keywords of `stream` (voice, seed, format, sample_rate, chunk_ms, request_id, params,
-        sampling keywords, schedule, max_segment_tokens, voice_prompt, return_voice_prompt) and
-        max_wait_ms. The timeout covers the whole session.
+        pieces: the whole input as an iterator of text pieces, read as they come (then send, flush
+        and clear are not used). config: the keywords of `stream` (voice, seed, format, sample_rate,
+        chunk_ms, request_id, params, sampling keywords, schedule, max_segment_tokens, voice_prompt,
+        return_voice_prompt) and max_wait_ms. The timeout covers the whole session.
         """
         opts = self._core.call_options(timeout, wait_for_ready)
-        return Session(self._stub.StreamingSynthesize, build_config(**config), opts.kwargs(), self.target)
+        return Session(self._stub.StreamingSynthesize, build_config(**config), opts.kwargs(), self.target,
+                       pieces=pieces)
 
     def speak(self, pieces: Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT, wait_for_ready: bool | None = None,
               **config: Any) -> Iterator[AudioChunk]:
         """Speak text pieces as they come (an LLM's token stream), yielding audio as it is made."""
-        opts = self._core.call_options(timeout, wait_for_ready)
-        session = Session(self._stub.StreamingSynthesize, build_config(**config), opts.kwargs(), self.target,
-                          pieces=pieces)
+        session = self.session(pieces=pieces, timeout=timeout, wait_for_ready=wait_for_ready, **config)
         try:
             yield from session.audio()
         finally:

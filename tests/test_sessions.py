@@ -307,3 +307,63 @@ def test_a_client_that_stops_reading_stops_generation_then_gets_everything(serve
 
 def idle_engines(app) -> bool:
     return not any(v for k, v in engine_load(app).items() if not k.startswith("admission"))
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def test_say_stream_input_speaks_stdin_as_it_arrives(server, tmp_path):
+    """Text typed into the pipe slowly: audio reaches the output before the input ends."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BARKSTREAM_")}
+    proc = subprocess.Popen([sys.executable, "-m", "barkstream.client.cli", "say", "--stream-input", "--greedy",
+                             "--max-duration", "1.0", "--target", server.target, "-o", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    os.set_blocking(proc.stdout.fileno(), False)
+    got_audio_while_typing = False
+    try:
+        for word in words_of(THREE_SEGMENTS):
+            proc.stdin.write(word.encode())
+            proc.stdin.flush()
+            time.sleep(0.1)
+            try:
+                got_audio_while_typing |= bool(os.read(proc.stdout.fileno(), 1 << 16))
+            except BlockingIOError:
+                pass
+        proc.stdin.close()
+        os.set_blocking(proc.stdout.fileno(), True)
+        rest = proc.stdout.read()
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    assert got_audio_while_typing and len(rest) % 2 == 0
+
+
+# ------------------------------------------------------------------------------------ asyncio SDK
+
+
+def test_async_session_and_speak_an_async_llm_stream(server):
+    import asyncio
+
+    async def llm():
+        for word in words_of(SENTENCES[0]):
+            await asyncio.sleep(0.02)
+            yield word
+
+    async def main():
+        async with bc.AsyncTTSClient(server.target, timeout=120) as client:
+            spoken = [chunk async for chunk in client.speak(llm(), schedule="fixed", **GREEDY)]
+            async with client.session(schedule="fixed", **GREEDY) as session:
+                async for word in llm():
+                    await session.send(word)
+                await session.close()
+                items = [item async for item in session]
+            return spoken, items, session
+
+    spoken, items, session = asyncio.run(main())
+    chunks = [i for i in items if isinstance(i, bc.AudioChunk)]
+    assert b"".join(c.data for c in spoken) == b"".join(c.data for c in chunks) != b""
+    assert session.spoken_text() == SENTENCES[0] and session.summary.total_samples == sum(c.num_samples for c in chunks)
