@@ -42,7 +42,9 @@ class ServeConfig:
     random_checkpoint: str = field(default="", metadata=_help(
         "tiny or small: serve a random checkpoint written on first use (demos and tests, no download)"))
     random_checkpoint_dir: str = field(default="", metadata=_help(
-        "where --random-checkpoint writes (default ~/.cache/barkstream/random-SIZE)"))
+        "where --random-checkpoint writes (default ~/.cache/barkstream/random-SIZE[-eos])"))
+    random_checkpoint_eos: bool = field(default=False, metadata=_help(
+        "the random checkpoint's semantic model ends segments after a length that grows with the text"))
     device: str = field(default="cpu", metadata=_help("cpu or cuda[:N]"))
     dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16 (transformers)"))
     flash_attn: bool = field(default=False, metadata=_help("use the flash-attn package where it applies"))
@@ -99,11 +101,13 @@ def checkpoint_dir(cfg: ServeConfig) -> Path:
     if cfg.random_checkpoint:
         from .model.checkpoint import write_random_checkpoint
 
-        default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}"
+        suffix = "-eos" if cfg.random_checkpoint_eos else ""
+        default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}{suffix}"
         out = Path(cfg.random_checkpoint_dir or default)
         if not (out / "config.json").is_file():
             log.info("writing a random %s checkpoint to %s", cfg.random_checkpoint, out)
-            write_random_checkpoint(out, size=cfg.random_checkpoint, seed=0)
+            write_random_checkpoint(out, size=cfg.random_checkpoint, seed=0,
+                                    text_length_eos=cfg.random_checkpoint_eos)
         return out
     return resolve_checkpoint(cfg.checkpoint or None)
 
