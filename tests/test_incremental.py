@@ -40,8 +40,8 @@ def test_latency_aware_starts_short_and_grows_to_the_budget():
 
 def test_budget_is_bounded_by_what_came_before():
     policy = SegmentPolicy(Schedule.LATENCY_AWARE, max_tokens=48, first_tokens=10)
-    assert [policy.budget(b) for b in (0, 5, 10, 20, 100)] == [10, 10, 20, 40, 48]
-    assert SegmentPolicy(max_tokens=48, first_tokens=10, growth=1.0).budget(30) == 30
+    assert [policy.budget(b) for b in (0, 5, 10, 20, 100)] == [10, 12, 15, 20, 48]
+    assert SegmentPolicy(max_tokens=48, first_tokens=10, growth=1.0).budget(30) == 40
     assert SegmentPolicy(Schedule.FIXED, max_tokens=7).budget(0) == 7
 
 

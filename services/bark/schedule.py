@@ -2,9 +2,11 @@
 
 Time to first audio is dominated by the first segment's semantic and coarse generation,
 so the latency-aware schedule makes the first segment short (a clause or a few words) and
-lets later segments grow toward the budget: each segment's budget is `growth` times the
-tokens of everything before it, so segment i is generated while the listener hears segments
-0..i-1 (segment i+1's semantic stage also overlaps segment i's later stages). The fixed
+lets later segments grow toward the budget: segment i's budget is `first_tokens + growth *
+(tokens of segments 0..i-1)`. Why: with a server taking r seconds per second of audio,
+segment i is ready in time when d_i <= d_0 + S_(i-1) * (1 - r) / r (d: durations, S: the sum
+before it; the listener hears segments 0..i-1 while i is generated), so growth 0.5 keeps up
+down to r = 2/3 and reaches the 48-token budget by the fifth segment. The fixed
 schedule packs every segment up to the budget (the offline behaviour before sessions).
 
 Shorter segments start faster; longer ones give Bark's prosody over more words. A text of up
@@ -21,7 +23,7 @@ from .segment import DEFAULT_MAX_SEGMENT_TOKENS, normalize_text, split_text
 
 MAX_SEGMENT_TOKENS = 256  # the semantic model reads at most 256 text tokens
 FIRST_SEGMENT_TOKENS = 10  # about two to three seconds of speech: a clause or a few words
-GROWTH = 2.0  # a segment's budget: at most this many times the tokens before it
+GROWTH = 0.5  # a segment's budget grows by this many tokens per token already dispatched
 
 CountTokens = Callable[[str], int]
 
@@ -52,7 +54,7 @@ class SegmentPolicy:
         """The token budget of the next segment, given the tokens of the segments before it."""
         if self.schedule is Schedule.FIXED:
             return self.max_tokens
-        return min(self.max_tokens, max(self.first_tokens, int(self.growth * tokens_before)))
+        return min(self.max_tokens, self.first_tokens + int(self.growth * tokens_before))
 
 
 def schedule_segments(text: str, count_tokens: CountTokens, policy: SegmentPolicy = SegmentPolicy(),
