@@ -25,10 +25,10 @@ from pathlib import Path
 from .common import Table, machine, median, write_report
 from .service import Server, wait_serving
 
-REPLY = ("Sure, I can help with that. The train to the city leaves every twenty minutes from the main "
-         "platform, and the ride takes about half an hour. If you want to avoid the crowds, take the "
-         "one after nine in the morning. Tickets are cheaper online, and you can show them on your phone. "
-         "Let me know if you need directions to the station.")
+REPLY = ("The next train to the city leaves from the main platform in about twenty minutes, and the ride "
+         "takes a little over half an hour. If you want to avoid the crowds, take the one after nine in the "
+         "morning. Tickets are cheaper online, and you can show them on your phone. Let me know if you need "
+         "directions to the station.")
 WORDS_PER_S = 12.0
 SCHEDULES = ("latency-aware", "fixed")
 SAMPLE_RATE = 24_000
@@ -120,7 +120,7 @@ def eos_checkpoint() -> Path:
     return path
 
 
-def main(quick: bool = False, concurrency: tuple[int, ...] = (1, 4)) -> dict:
+def main(quick: bool = False, concurrency: tuple[int, ...] = (1, 2)) -> dict:
     checkpoint = eos_checkpoint()
     reps = 1 if quick else 2
     results: dict[tuple[str, int], list[SessionRun]] = {}
