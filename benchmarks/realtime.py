@@ -112,7 +112,7 @@ def run_round(target: str, schedule: str, sessions: int, seed: int) -> list[Sess
 
 
 def eos_checkpoint() -> Path:
-    from barkstream.services.model.checkpoint import write_random_checkpoint
+    from barkstream.services.checkpoint.random_writer import write_random_checkpoint
 
     path = Path.home() / ".cache" / "barkstream" / "random-tiny-eos"
     if not (path / "config.json").is_file():

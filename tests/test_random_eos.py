@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from barkstream.services.bark.params import GenerationParams
-from barkstream.services.model.random_eos import OFFSET, PER_TOKEN
+from barkstream.services.checkpoint.random_eos import OFFSET, PER_TOKEN
 from barkstream.services.stages.jobs import Job
 from barkstream.services.stages.semantic import SemanticEngine, SemanticRequest
 
 
 @pytest.fixture(scope="module")
 def eos_checkpoint_dir(tmp_path_factory):
-    from barkstream.services.model.checkpoint import write_random_checkpoint
+    from barkstream.services.checkpoint.random_writer import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("eos") / "tiny", size="tiny", seed=0,
                                    text_length_eos=True)
@@ -22,7 +22,7 @@ def eos_checkpoint_dir(tmp_path_factory):
 @pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "sampled"])
 def test_semantic_length_grows_with_the_text(eos_checkpoint_dir, greedy):
     from barkstream.services.bark.tokenizer import BarkTokenizer
-    from barkstream.services.model.weights import load_checkpoint
+    from barkstream.services.checkpoint.load import load_checkpoint
     from barkstream.services.stages.models import load_stage_models
 
     ck = load_checkpoint(eos_checkpoint_dir)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..bark.params import GenerationParams
 from ..bark.voices import VoicePrompt
-from ..common.telemetry import segment_span
+from ..common.spans import segment_span
 from .options import generated_voice
 from .session import _END, SegmentRun, SynthesisSession
 from .stage_clients import StageClients

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..bark.incremental import IncrementalSegmenter
-from ..common.audio import AudioEncoder, AudioFormat, EncodedChunk
 from ..common.errors import InvalidRequest
+from .audio import AudioEncoder, AudioFormat, EncodedChunk
 from .live import SEGMENT_END, LiveSynthesis
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from ..bark import constants as C
-from .config import GPTConfig
+from ..model.config import GPTConfig
 
 SPIKE = 20.0
 EOS_GAIN = 1000.0
