@@ -154,7 +154,8 @@ class App:
 
         cfg = self.serve_config
         interceptors, self._internal_token = front_door(
-            names, f"/{SERVICE_NAMES['orchestrator']}/Synthesize", token_file=cfg.auth_token_file,
+            names, [f"/{SERVICE_NAMES['orchestrator']}/{m}" for m in ("Synthesize", "StreamingSynthesize")],
+            token_file=cfg.auth_token_file,
             token=cfg.auth_token, max_streams_per_client=cfg.max_streams_per_client,
             retry_after_ms=self.server_config.retry_after_ms, internal=bool(self.stages))
         return interceptors
