@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from barkstream.services.bark.incremental import IncrementalSegmenter
-from barkstream.services.bark.schedule import Schedule, SegmentPolicy, schedule_segments
+from barkstream.services.bark.schedule import Schedule, SegmentPolicy, growth_for, schedule_segments
 from barkstream.services.bark.segment import normalize_text, split_text
 
 PARAGRAPH = ("The quick brown fox jumps over the lazy dog, and then it runs away into the forest. "
@@ -136,3 +136,10 @@ def test_any_piece_sizes_keep_the_text_and_the_budgets(cuts, schedule, max_token
     out = [s for _, s in feed(seg, pieces)] + seg.flush()
     assert " ".join(out).split() == "".join(pieces).split()
     assert all(words(s) <= max_tokens for s in out)
+
+
+def test_growth_follows_the_servers_speed():
+    """(1 - r) / r: a segment of d_0 + g * S seconds is ready while S seconds play, at r s per audio s."""
+    assert growth_for(0.5) == 1.0 and growth_for(0.8) == pytest.approx(0.25)
+    assert growth_for(0.2) == 2.0 and growth_for(1.5) == 0.1  # clipped both ways
+    assert growth_for(0.0) == 0.5  # unknown: the default

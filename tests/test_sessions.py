@@ -121,24 +121,33 @@ def test_greedy_session_equals_synthesize_of_the_same_segments(client, server, v
 def test_clear_stops_every_stage_frees_rows_and_the_session_goes_on(client, server):
     app = server.app
     long = {**GREEDY, "max_duration": 30.0}
-    with client.session(**long) as session:
+    with client.session(voice=VOICE, **long) as session:
+        # A clear while the semantic stage works (before any audio): its rows are freed.
+        session.send(THREE_SEGMENTS)
+        session.flush()
+        assert poll(lambda: engine_load(app)["semantic.rows"] > 0, timeout=20), engine_load(app)
+        session.clear()
+        early = next(item for item in session if isinstance(item, bc.Cleared))
+        assert early.at_sample == 0 and len(early.segment_indices) >= 1
+        assert poll(lambda: idle_engines(app), timeout=10), f"rows held after clear: {engine_load(app)}"
+        # A clear while coarse, fine and codec work on the audio being sent.
         session.send(THREE_SEGMENTS)
         session.flush()
         first_chunk = next(item for item in session if isinstance(item, bc.AudioChunk))
         busy = engine_load(app)
         cleared_at = time.monotonic()
+        assert all(busy[f"admission:{stage}"] for stage in ("coarse", "fine", "codec")), busy
         session.clear()
         after = []
         for item in session:
             after.append(item)
             if isinstance(item, bc.Cleared):
                 break
-        freed = poll(lambda: not any(v for k, v in engine_load(app).items() if not k.startswith("admission")),
-                     timeout=10)
+        freed = poll(lambda: idle_engines(app), timeout=10)
         freed_s = time.monotonic() - cleared_at
         assert freed, f"engine rows still held after clear: {engine_load(app)}"
         cleared = after[-1]
-        assert list(cleared.segment_indices)[0] == first_chunk.segment_index
+        assert list(cleared.segment_indices)[0] == first_chunk.segment_index > max(early.segment_indices)
         done = [i for i in after if isinstance(i, bc.SegmentDone)]
         assert done and done[-1].interrupted and done[-1].end_sample == cleared.at_sample
         chunks = [i for i in after if isinstance(i, bc.AudioChunk)]

@@ -24,6 +24,7 @@ from .segment import DEFAULT_MAX_SEGMENT_TOKENS, normalize_text, split_text
 MAX_SEGMENT_TOKENS = 256  # the semantic model reads at most 256 text tokens
 FIRST_SEGMENT_TOKENS = 10  # about two to three seconds of speech: a clause or a few words
 GROWTH = 0.5  # a segment's budget grows by this many tokens per token already dispatched
+MIN_GROWTH, MAX_GROWTH = 0.1, 2.0
 
 CountTokens = Callable[[str], int]
 
@@ -55,6 +56,17 @@ class SegmentPolicy:
         if self.schedule is Schedule.FIXED:
             return self.max_tokens
         return min(self.max_tokens, self.first_tokens + int(self.growth * tokens_before))
+
+
+def growth_for(real_time_factor: float) -> float:
+    """The growth that keeps segments ahead of playback on a server this fast (see the module doc).
+
+    A session measures its own real-time factor (generation time / audio time) as segments
+    finish and grows later segments only as fast as that speed allows: (1 - r) / r, clipped.
+    """
+    if not real_time_factor > 0:
+        return GROWTH
+    return min(MAX_GROWTH, max(MIN_GROWTH, (1.0 - real_time_factor) / real_time_factor))
 
 
 def schedule_segments(text: str, count_tokens: CountTokens, policy: SegmentPolicy = SegmentPolicy(),

@@ -9,6 +9,10 @@ Synthesize (each segment is flushed at its end there too). The segmenter's max w
 counts while the session is silent (nothing generating or unsent): while audio is still
 going out, a sentence in progress loses nothing by waiting for its end.
 
+The latency-aware schedule's growth follows the session's measured speed (generation time
+per second of audio, updated at each segment's end): a slower server grows segments more
+slowly, so each is still ready before the ones before it have played.
+
 Bounds, all explicit (SessionLimits): a piece's size, the text buffered but not yet started,
 segments generated ahead of playback (a client that stops reading stops generation after
 that many, holding no engine row), clears per second, idle time and the session's length.
@@ -21,13 +25,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..bark.incremental import IncrementalSegmenter
+from ..bark.schedule import Schedule, growth_for
 from ..common.errors import InvalidRequest
-from .audio import AudioEncoder, AudioFormat, EncodedChunk
+from .audio import NATIVE_SAMPLE_RATE, AudioEncoder, AudioFormat, EncodedChunk
 from .live import SEGMENT_END, LiveSynthesis
 
 
@@ -139,6 +144,8 @@ class RealtimeSession:
         self._clears: deque[float] = deque()
         self._input_ended = False
         self._last_activity = time.monotonic()
+        self._busy_since: float | None = None  # since when stages work without a break (speed measurement)
+        self._generated_s = 0.0  # audio the stages produced since then
 
     async def events(self, inputs: AsyncIterator[Text | Flush | Clear]) -> AsyncIterator[Event]:
         reader = asyncio.create_task(self._read(inputs))
@@ -234,8 +241,10 @@ class RealtimeSession:
             events.append(SegmentDone(seg.index, self.stats.samples))
             self._playing.popleft()
             self.live.finished(seg.index)
+            self._adapt_growth()
             self._start_waiting()
         else:
+            self._generated_s += len(pcm) / NATIVE_SAMPLE_RATE
             events += self._chunks(seg, seg.encoder.push(pcm))
         return events
 
@@ -278,8 +287,20 @@ class RealtimeSession:
         self._start_waiting()
         return []
 
+    def _adapt_growth(self) -> None:
+        """Grow later segments only as fast as this session's measured speed keeps them ahead of playback."""
+        policy = self.segmenter.policy
+        if policy.schedule is not Schedule.LATENCY_AWARE or self._busy_since is None or not self._generated_s:
+            return
+        speed = (time.monotonic() - self._busy_since) / self._generated_s  # generation s per audio s
+        self.segmenter.policy = replace(policy, growth=growth_for(speed))
+        if not self._playing and not self._waiting:
+            self._busy_since = None  # idle from here: the next busy stretch is measured afresh
+
     def _start_waiting(self) -> None:
         """Start waiting segments on the stages while fewer than max_segments_ahead are unsent."""
+        if self._busy_since is None and self._waiting:
+            self._busy_since, self._generated_s = time.monotonic(), 0.0
         started = []
         while self._waiting and len(self._playing) < self.limits.max_segments_ahead:
             text = self._waiting.popleft()
