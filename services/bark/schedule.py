@@ -25,6 +25,7 @@ MAX_SEGMENT_TOKENS = 256  # the semantic model reads at most 256 text tokens
 FIRST_SEGMENT_TOKENS = 10  # about two to three seconds of speech: a clause or a few words
 GROWTH = 0.5  # a segment's budget grows by this many tokens per token already dispatched
 MIN_GROWTH, MAX_GROWTH = 0.1, 2.0
+SPEED_MARGIN = 0.7  # measured speed varies (other sessions, other tenants): grow a little slower than it allows
 
 CountTokens = Callable[[str], int]
 
@@ -62,11 +63,13 @@ def growth_for(real_time_factor: float) -> float:
     """The growth that keeps segments ahead of playback on a server this fast (see the module doc).
 
     A session measures its own real-time factor (generation time / audio time) as segments
-    finish and grows later segments only as fast as that speed allows: (1 - r) / r, clipped.
+    finish and grows later segments only as fast as that speed allows: (1 - r) / r, with a
+    margin for the speed's ups and downs on a shared machine, clipped.
     """
     if not real_time_factor > 0:
         return GROWTH
-    return min(MAX_GROWTH, max(MIN_GROWTH, (1.0 - real_time_factor) / real_time_factor))
+    ideal = (1.0 - real_time_factor) / real_time_factor
+    return min(MAX_GROWTH, max(MIN_GROWTH, SPEED_MARGIN * ideal))
 
 
 def schedule_segments(text: str, count_tokens: CountTokens, policy: SegmentPolicy = SegmentPolicy(),
