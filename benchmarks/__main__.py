@@ -1,4 +1,4 @@
-"""`python -m benchmarks [stages|service|realtime|all] [--quick] [--checkpoint DIR] [--threads N]`."""
+"""`python -m benchmarks [stages|service|encoding|realtime|all] [--quick] [--checkpoint DIR] [--threads N]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("which", nargs="?", default="all", choices=["all", "stages", "service", "realtime"])
+    p.add_argument("which", nargs="?", default="all", choices=["all", "stages", "service", "encoding", "realtime"])
     p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in all)")
     p.add_argument("--checkpoint", type=Path, help="a bark-small-sized checkpoint directory "
                                                    "(default: a random one under ~/.cache/barkstream/random-small)")
@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="the servers' dtype in the service benchmark")
     args = p.parse_args(argv)
+    if args.which == "encoding":  # the orchestrator's codecs alone: no model, no torch, seconds
+        from . import service
+
+        service.encoding_main()
+        return 0
 
     import torch
 
@@ -37,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import service
 
         service.main(checkpoint, args.quick, threads=args.threads, device=args.device, dtype=args.service_dtype)
+        service.encoding_main()
     if args.which in ("all", "realtime"):
         from . import realtime
 

@@ -38,6 +38,8 @@ SAY_EXAMPLES = """examples:
   barkstream say "Hello there!" -o - | aplay -f S16_LE -r 24000     # plays while it is generated
   barkstream say --voice v2/en_speaker_6 --seed 7 --text-file story.txt -o story.wav
   cat story.txt | barkstream say --format f32 --sample-rate 48000 -o story.f32
+  barkstream say "Hello there!" -o hello.ogg                          # also .mp3, .flac, .aac
+  barkstream say "Your call is important." --format mulaw -o - > call.ulaw   # 8 kHz G.711 for telephony
   my-llm | barkstream say --stream-input -o - | aplay -f S16_LE -r 24000   # speaks while the text arrives
 """
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TEMPFAIL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 75, 130, 141
@@ -119,14 +121,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAY_EXAMPLES)
     say.add_argument("text", nargs="*", help="the text (or --text-file, or pipe it on stdin)")
     say.add_argument("--text-file", metavar="FILE", help="read the text from FILE (- for stdin)")
-    say.add_argument("-o", "--output", metavar="FILE", help="output file (.wav, .pcm, .f32), or - for raw "
-                     "audio on stdout as it arrives")
+    say.add_argument("-o", "--output", metavar="FILE", help="output file (.wav, .ogg/.opus, .mp3, .flac, .aac, "
+                     ".ulaw, .alaw, .pcm, .f32), or - for audio on stdout as it arrives")
     say.add_argument("--play", action="store_true", help="play on the sound card while it streams (with or "
                      "without -o; needs the play extra: pip install 'barkstream[play]')")
     say.add_argument("--voice", metavar="NAME", help="voice preset (see `barkstream voices`)")
     say.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed for reproducible audio")
     say.add_argument("--format", choices=list(FORMATS), help="audio encoding (default: from -o; pcm16 for -)")
-    say.add_argument("--sample-rate", type=_non_negative_int, metavar="HZ", help="output rate (default 24000)")
+    say.add_argument("--sample-rate", type=_non_negative_int, metavar="HZ",
+                     help="output rate (default: 24000; 8000 for mulaw/alaw; 48000 for ogg)")
+    say.add_argument("--bit-rate", type=_non_negative_int, metavar="BPS",
+                     help="bits per second for ogg, mp3, aac (default: the codec's)")
     say.add_argument("--chunk-ms", type=_non_negative_int, metavar="MS", help="audio per chunk, 20..500")
     say.add_argument("--stream-input", action="store_true",
                      help="speak standard input as it arrives (a real-time session), e.g. an LLM's output")
@@ -243,7 +248,8 @@ def run_say_stream_input(args: argparse.Namespace, io: _IO, fmt: str | None, sin
     started = False
     with _client(args) as client, client.session(
             pieces=stdin_pieces(io.stdin), voice=args.voice, seed=args.seed, format=fmt,
-            sample_rate=args.sample_rate or None, chunk_ms=args.chunk_ms or None, schedule=args.segment_schedule,
+            sample_rate=args.sample_rate or None, chunk_ms=args.chunk_ms or None, bit_rate=args.bit_rate or None,
+            schedule=args.segment_schedule,
             max_segment_tokens=args.max_segment_tokens or None, **params) as session:
         try:
             for chunk in session.audio():
@@ -276,7 +282,7 @@ def run_say(args: argparse.Namespace, io: _IO) -> int:
     started = False
     with _client(args) as client, client.stream(
             text, voice=args.voice, seed=args.seed, format=fmt, sample_rate=args.sample_rate or None,
-            chunk_ms=args.chunk_ms or None, schedule=args.segment_schedule,
+            chunk_ms=args.chunk_ms or None, bit_rate=args.bit_rate or None, schedule=args.segment_schedule,
             max_segment_tokens=args.max_segment_tokens or None, **params) as stream:
         try:
             sink.start(stream.wait_header())

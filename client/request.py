@@ -24,24 +24,33 @@ FORMATS: dict[str, int] = {
     "wav": tts_pb2.AUDIO_ENCODING_WAV,
     "pcm16": tts_pb2.AUDIO_ENCODING_PCM_S16LE,
     "f32": tts_pb2.AUDIO_ENCODING_FLOAT32_LE,
+    "mulaw": tts_pb2.AUDIO_ENCODING_MULAW,
+    "alaw": tts_pb2.AUDIO_ENCODING_ALAW,
+    "ogg": tts_pb2.AUDIO_ENCODING_OGG_OPUS,  # Opus in Ogg: a playable .ogg/.opus
+    "opus": tts_pb2.AUDIO_ENCODING_OPUS,  # raw Opus packets (WebRTC), in AudioChunk.packets
+    "mp3": tts_pb2.AUDIO_ENCODING_MP3,
+    "flac": tts_pb2.AUDIO_ENCODING_FLAC,
+    "aac": tts_pb2.AUDIO_ENCODING_AAC,
 }
 _FORMAT_ALIASES = {
     "pcm": "pcm16", "s16": "pcm16", "s16le": "pcm16", "pcm_s16le": "pcm16", "int16": "pcm16",
     "float32": "f32", "f32le": "f32", "float32_le": "f32", "float": "f32",
+    "ulaw": "mulaw", "u-law": "mulaw", "mu-law": "mulaw", "pcmu": "mulaw", "a-law": "alaw", "pcma": "alaw",
+    "ogg_opus": "ogg", "oggopus": "ogg", "adts": "aac",
 }
 
 Format = str | int | None
 
 
 def parse_format(value: Format) -> int:
-    """'wav' | 'pcm16' | 'f32' (or an AudioEncoding value) -> the AudioEncoding number.
+    """A FORMATS name ('wav', 'pcm16', 'mp3', ...) or an AudioEncoding value -> the AudioEncoding number.
 
     None and AUDIO_ENCODING_UNSPECIFIED mean the server's default (PCM 16-bit).
     """
     if value is None:
         return tts_pb2.AUDIO_ENCODING_UNSPECIFIED
     if isinstance(value, bool):
-        raise TypeError(f"format={value!r}: use 'wav', 'pcm16' or 'f32'")
+        raise TypeError(f"format={value!r}: use one of {', '.join(FORMATS)}")
     if isinstance(value, int):
         if value not in AudioEncoding.values():
             raise ValueError(f"format={value}: not an AudioEncoding value ({', '.join(AudioEncoding.keys())})")
@@ -56,7 +65,7 @@ def parse_format(value: Format) -> int:
 
 
 def format_name(encoding: int) -> str:
-    """AudioEncoding number -> 'wav' | 'pcm16' | 'f32' (the CLI's names)."""
+    """AudioEncoding number -> its FORMATS name (the CLI's names)."""
     for name, value in FORMATS.items():
         if value == encoding:
             return name
@@ -149,11 +158,13 @@ def _check_seed(seed: int | None) -> None:
 
 def build_request(text: str, *, voice: str | None = None, seed: int | None = None, format: Format = None,
                   sample_rate: int | None = None, chunk_ms: int | None = None, request_id: str | None = None,
-                  params: tts_pb2.SynthesisParams | None = None, schedule: str | None = None,
-                  max_segment_tokens: int | None = None, voice_prompt: VoicePromptLike | None = None,
-                  return_voice_prompt: bool = False, **kwargs: Any) -> tts_pb2.SynthesizeRequest:
+                  bit_rate: int | None = None, params: tts_pb2.SynthesisParams | None = None,
+                  schedule: str | None = None, max_segment_tokens: int | None = None,
+                  voice_prompt: VoicePromptLike | None = None, return_voice_prompt: bool = False,
+                  **kwargs: Any) -> tts_pb2.SynthesizeRequest:
     """The request `synthesize`/`stream` send. Server-side rules (ranges, voices) stay server-side.
 
+    bit_rate: bits per second for opus/ogg/mp3/aac (None: the codec's default).
     schedule / max_segment_tokens: how the text is cut into segments (see build_segmentation).
     voice_prompt: a voice as arrays (a Suno .npz's three arrays, or `summary.voice_prompt` of an
     earlier stream) instead of a preset name. return_voice_prompt: the summary carries the voice
@@ -164,8 +175,9 @@ def build_request(text: str, *, voice: str | None = None, seed: int | None = Non
     _check_seed(seed)
     request = tts_pb2.SynthesizeRequest(
         text=text, voice=voice or "", encoding=parse_format(format), sample_rate_hz=sample_rate or 0,
-        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", params=build_params(params, kwargs),
-        segmentation=build_segmentation(schedule, max_segment_tokens), return_voice_prompt=return_voice_prompt)
+        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", bit_rate_bps=bit_rate or 0,
+        params=build_params(params, kwargs), segmentation=build_segmentation(schedule, max_segment_tokens),
+        return_voice_prompt=return_voice_prompt)
     if voice_prompt is not None:
         request.voice_prompt.CopyFrom(to_voice_prompt(voice_prompt))
     if seed is not None:
@@ -175,17 +187,17 @@ def build_request(text: str, *, voice: str | None = None, seed: int | None = Non
 
 def build_config(*, voice: str | None = None, seed: int | None = None, format: Format = None,
                  sample_rate: int | None = None, chunk_ms: int | None = None, request_id: str | None = None,
-                 params: tts_pb2.SynthesisParams | None = None, schedule: str | None = None,
-                 max_segment_tokens: int | None = None, max_wait_ms: int | None = None,
+                 bit_rate: int | None = None, params: tts_pb2.SynthesisParams | None = None,
+                 schedule: str | None = None, max_segment_tokens: int | None = None, max_wait_ms: int | None = None,
                  voice_prompt: VoicePromptLike | None = None, return_voice_prompt: bool = False,
                  **kwargs: Any) -> tts_pb2.SessionConfig:
     """A session's configuration: the same options as build_request, plus max_wait_ms (how long
-    text may wait for a sentence to end before it is spoken anyway)."""
+    text may wait for a sentence to end, while nothing is playing, before it is spoken anyway)."""
     _check_seed(seed)
     config = tts_pb2.SessionConfig(
         voice=voice or "", encoding=parse_format(format), sample_rate_hz=sample_rate or 0,
-        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", params=build_params(params, kwargs),
-        segmentation=build_segmentation(schedule, max_segment_tokens, max_wait_ms),
+        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", bit_rate_bps=bit_rate or 0,
+        params=build_params(params, kwargs), segmentation=build_segmentation(schedule, max_segment_tokens, max_wait_ms),
         return_voice_prompt=return_voice_prompt)
     if voice_prompt is not None:
         config.voice_prompt.CopyFrom(to_voice_prompt(voice_prompt))

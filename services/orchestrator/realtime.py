@@ -4,8 +4,8 @@ One coroutine owns the session's state and reacts to one event at a time from it
 a client message (text, flush, clear, end of input), a segment's PCM or its end, or a timer
 (the segmenter's max wait, the idle timeout, the session's length). That keeps clear
 (barge-in) simple: it happens between two events, so no audio of a dropped segment can slip
-out after it. Audio leaves in segment order through the same per-segment encoding as
-Synthesize (each segment is flushed at its end there too). The segmenter's max wait only
+out after it. Audio leaves in segment order through one encoder, as in Synthesize (flushed at each
+segment's end, finished when the session ends). The segmenter's max wait only
 counts while the session is silent (nothing generating or unsent): while audio is still
 going out, a sentence in progress loses nothing by waiting for its end.
 
@@ -32,8 +32,10 @@ import numpy as np
 from ..bark.incremental import IncrementalSegmenter
 from ..bark.schedule import Schedule, growth_for
 from ..common.errors import InvalidRequest
-from .audio import NATIVE_SAMPLE_RATE, AudioEncoder, AudioFormat, EncodedChunk
+from .audio import AudioEncoder, EncodedChunk
+from .formats import NATIVE_SAMPLE_RATE
 from .live import SEGMENT_END, LiveSynthesis
+from .synthesis import SentChunk
 
 
 # ---- what the client sends (after the configuration)
@@ -61,13 +63,6 @@ class SegmentStarted:
 
 
 @dataclass(frozen=True)
-class Chunk:
-    segment: int
-    sequence: int
-    chunk: EncodedChunk  # start_sample: in the whole stream
-
-
-@dataclass(frozen=True)
 class SegmentDone:
     index: int
     end_sample: int
@@ -80,7 +75,7 @@ class Cleared:
     indices: tuple[int, ...]
 
 
-Event = SegmentStarted | Chunk | SegmentDone | Cleared
+Event = SegmentStarted | SentChunk | SegmentDone | Cleared
 
 
 class SessionLimit(Exception):
@@ -106,7 +101,6 @@ class SessionLimits:
 class _Segment:
     index: int
     text: str
-    encoder: AudioEncoder
     started: bool = False
 
 
@@ -127,13 +121,14 @@ class RealtimeSession:
     """Runs one session; `events(inputs)` yields Event objects until the input ends and all is spoken."""
 
     def __init__(self, live: LiveSynthesis, segmenter: IncrementalSegmenter, encode: Callable[[str], np.ndarray],
-                 fmt: AudioFormat, limits: SessionLimits = SessionLimits()):
-        """encode: text -> BERT ids (the tokenizer)."""
+                 encoder: AudioEncoder, limits: SessionLimits = SessionLimits()):
+        """encode: text -> BERT ids (the tokenizer); encoder: the stream's (its header is already sent)."""
         self.live = live
         self.segmenter = segmenter
         self.encode = encode
-        self.format = fmt
+        self.encoder = encoder
         self.limits = limits
+        self._last_segment = 0
         self.stats = SessionStats()
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._waiting: deque[str] = deque()  # segment texts not started on the stages yet
@@ -168,7 +163,10 @@ class RealtimeSession:
                 events = self._on_input(payload, now) if kind == _INPUT else self._on_pcm(*payload)
                 for event in events:
                     yield event
+            for event in self._chunks(self._last_segment, self.encoder.flush(end_of_stream=True)):
+                yield event  # a codec's last frames or page
         finally:
+            self.encoder.close()
             if getter is not None:
                 getter.cancel()
             reader.cancel()
@@ -235,9 +233,10 @@ class RealtimeSession:
         events: list[Event] = []
         if not seg.started:
             seg.started = True
+            self._last_segment = seg.index
             events.append(SegmentStarted(seg.index, seg.text, self.stats.samples))
         if pcm is SEGMENT_END:
-            events += self._chunks(seg, seg.encoder.flush())
+            events += self._chunks(seg.index, self.encoder.flush())
             events.append(SegmentDone(seg.index, self.stats.samples))
             self._playing.popleft()
             self.live.finished(seg.index)
@@ -245,15 +244,15 @@ class RealtimeSession:
             self._start_waiting()
         else:
             self._generated_s += len(pcm) / NATIVE_SAMPLE_RATE
-            events += self._chunks(seg, seg.encoder.push(pcm))
+            events += self._chunks(seg.index, self.encoder.push(pcm))
         return events
 
-    def _chunks(self, seg: _Segment, chunks: list[EncodedChunk]) -> list[Event]:
-        out = []
+    def _chunks(self, segment: int, chunks: list[EncodedChunk]) -> list[Event]:
+        out: list[Event] = []
         for c in chunks:
-            if self.stats.first_audio is None:
+            if self.stats.first_audio is None and c.num_samples:
                 self.stats.first_audio = time.monotonic()
-            out.append(Chunk(seg.index, self.stats.chunks, EncodedChunk(c.data, c.num_samples, self.stats.samples)))
+            out.append(SentChunk(self.stats.chunks, segment, c))
             self.stats.samples += c.num_samples
             self.stats.chunks += 1
         return out
@@ -271,6 +270,9 @@ class RealtimeSession:
         self._playing.clear()
         events: list[Event] = []
         if dropped and dropped[0].started:
+            # The partial chunk already cut (under one chunk of audio) still goes out: the stream's
+            # encoding (a codec's frames or pages) stays whole; nothing generated later does.
+            events += self._chunks(dropped[0].index, self.encoder.flush())
             events.append(SegmentDone(dropped[0].index, self.stats.samples, interrupted=True))
         if self._pump is not None:
             self._pump.cancel()
@@ -307,7 +309,7 @@ class RealtimeSession:
             ids = np.asarray(self.encode(text), np.int64)
             if not len(ids):
                 continue
-            seg = _Segment(self.live.add(ids), text, AudioEncoder(self.format))
+            seg = _Segment(self.live.add(ids), text)
             self.stats.segments += 1
             self._playing.append(seg)
             started.append(seg)

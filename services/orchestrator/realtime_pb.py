@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from barkstream.v1 import tts_pb2
 
 from ..common.errors import InvalidRequest
-from .realtime import Chunk, Clear, Cleared, Event, Flush, SegmentDone, SegmentStarted, Text
+from .messages import chunk_pb
+from .realtime import Clear, Cleared, Event, Flush, SegmentDone, SegmentStarted, Text
+from .synthesis import SentChunk
 
 
 async def first_config(requests: AsyncIterator[tts_pb2.StreamingSynthesizeRequest]) -> tts_pb2.SessionConfig:
@@ -40,10 +42,8 @@ async def inputs_from_pb(requests: AsyncIterator[tts_pb2.StreamingSynthesizeRequ
 
 
 def event_to_pb(event: Event) -> tts_pb2.StreamingSynthesizeResponse:
-    if isinstance(event, Chunk):
-        return tts_pb2.StreamingSynthesizeResponse(chunk=tts_pb2.AudioChunk(
-            sequence_number=event.sequence, segment_index=event.segment, start_sample=event.chunk.start_sample,
-            data=event.chunk.data, num_samples=event.chunk.num_samples))
+    if isinstance(event, SentChunk):
+        return tts_pb2.StreamingSynthesizeResponse(chunk=chunk_pb(event))
     if isinstance(event, SegmentStarted):
         return tts_pb2.StreamingSynthesizeResponse(segment_started=tts_pb2.SegmentStarted(
             segment_index=event.index, text=event.text, start_sample=event.start_sample))

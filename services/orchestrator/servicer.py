@@ -7,6 +7,7 @@ answered with INVALID_ARGUMENT and a message that says what to change.
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 
 import grpc
 
@@ -58,12 +59,15 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             annotate(request_id=options.request_id, segments=len(segments), encoding=options.format.encoding.name,
                      sample_rate_hz=options.format.sample_rate_hz)
             run = Synthesis(pipeline.stages, options, segments, context.time_remaining(), self.telemetry, started)
-            yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
             try:
-                async for sent in run.chunks():
-                    yield tts_pb2.SynthesizeResponse(chunk=chunk_pb(sent))
+                yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
+                async with aclosing(run.chunks()) as chunks:  # a cancelled stream stops its stage calls at once
+                    async for sent in chunks:
+                        yield tts_pb2.SynthesizeResponse(chunk=chunk_pb(sent))
             except StageFailed as e:
                 await _abort_stage(context, e)
+            finally:
+                run.close()  # a cancelled or failed stream leaves no encoder behind
             summary = summary_pb(run.summary())
             if request.return_voice_prompt:
                 first = run.session.segments[0].codes
@@ -84,22 +88,25 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             segmenter = IncrementalSegmenter(pipeline.tokenizer.count, policy, max_wait_from_pb(config.segmentation))
             annotate(request_id=options.request_id, encoding=options.format.encoding.name,
                      sample_rate_hz=options.format.sample_rate_hz)
-            yield tts_pb2.StreamingSynthesizeResponse(header=header_pb(options, AudioEncoder(options.format), 0))
+            encoder = AudioEncoder(options.format)
             remaining, limit = context.time_remaining(), self.limits.session.max_session_s
             live = LiveSynthesis(pipeline.stages, options.request_id, options.voice, options.params, options.seed,
                                  limit if remaining is None else min(remaining, limit), tracer=self.telemetry.tracer)
-            session = RealtimeSession(live, segmenter, pipeline.tokenizer.encode, options.format, self.limits.session)
+            session = RealtimeSession(live, segmenter, pipeline.tokenizer.encode, encoder, self.limits.session)
             session.stats.started = started
             self.sessions.add(session)
             try:
-                async for event in session.events(inputs_from_pb(request_iterator)):
-                    yield event_to_pb(event)
+                yield tts_pb2.StreamingSynthesizeResponse(header=header_pb(options, encoder, 0))
+                async with aclosing(session.events(inputs_from_pb(request_iterator))) as events:
+                    async for event in events:  # a cancelled session stops its stage calls at once
+                        yield event_to_pb(event)
             except StageFailed as e:
                 await _abort_stage(context, e)
             except SessionLimit as e:
                 await context.abort(grpc.StatusCode[e.status], str(e))
             finally:
                 self.sessions.discard(session)
+                encoder.close()
             stats = session.stats
             first = None if stats.first_audio is None else stats.first_audio - started
             run = Summary(options.request_id, stats.samples, options.format.sample_rate_hz, stats.segments,
