@@ -35,6 +35,7 @@ from ..common.errors import InvalidRequest
 from .audio import AudioEncoder, EncodedChunk
 from .formats import NATIVE_SAMPLE_RATE
 from .live import SEGMENT_END, LiveSynthesis
+from .request import SessionLimits
 from .synthesis import SentChunk
 
 
@@ -86,17 +87,6 @@ class SessionLimit(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class SessionLimits:
-    max_piece_chars: int = 4000
-    max_buffered_chars: int = 4000
-    max_segments_ahead: int = 3
-    idle_timeout_s: float = 60.0
-    max_session_s: float = 1800.0
-    max_clears: int = 10  # within clear_window_s
-    clear_window_s: float = 1.0
-
-
 @dataclass
 class _Segment:
     index: int
@@ -121,13 +111,13 @@ class RealtimeSession:
     """Runs one session; `events(inputs)` yields Event objects until the input ends and all is spoken."""
 
     def __init__(self, live: LiveSynthesis, segmenter: IncrementalSegmenter, encode: Callable[[str], np.ndarray],
-                 encoder: AudioEncoder, limits: SessionLimits = SessionLimits()):
+                 encoder: AudioEncoder, limits: SessionLimits | None = None):
         """encode: text -> BERT ids (the tokenizer); encoder: the stream's (its header is already sent)."""
         self.live = live
         self.segmenter = segmenter
         self.encode = encode
         self.encoder = encoder
-        self.limits = limits
+        self.limits = limits or SessionLimits()
         self._last_segment = 0
         self.stats = SessionStats()
         self._inbox: asyncio.Queue = asyncio.Queue()

@@ -22,9 +22,21 @@ from ..common import convert
 from ..common.errors import InvalidRequest
 from .formats import AudioFormat, resolve_format
 from .options import resolve_voice
-from .realtime import SessionLimits
 
 MAX_REQUEST_ID_LEN = 128
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """A real-time session's bounds (StreamingSynthesize); each has its own status when reached."""
+
+    max_piece_chars: int = 4000
+    max_buffered_chars: int = 4000
+    max_segments_ahead: int = 3
+    idle_timeout_s: float = 60.0
+    max_session_s: float = 1800.0
+    max_clears: int = 10  # within clear_window_s
+    clear_window_s: float = 1.0
 
 
 @dataclass(frozen=True)
