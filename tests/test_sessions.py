@@ -376,3 +376,35 @@ def test_async_session_and_speak_an_async_llm_stream(server):
     chunks = [i for i in items if isinstance(i, bc.AudioChunk)]
     assert b"".join(c.data for c in spoken) == b"".join(c.data for c in chunks) != b""
     assert session.spoken_text() == SENTENCES[0] and session.summary.total_samples == sum(c.num_samples for c in chunks)
+
+
+@pytest.mark.parametrize("encoding", [tts_pb2.AUDIO_ENCODING_OGG_OPUS, tts_pb2.AUDIO_ENCODING_MP3],
+                         ids=["ogg-opus", "mp3"])
+def test_a_session_with_a_clear_is_one_whole_encoded_stream(client, encoding):
+    """Sessions use Synthesize's encoder: one codec stream across segments and clears, decodable whole."""
+    from .codec_helpers import FRAME_SAMPLES, ffmpeg_decode
+
+    chunks: list[bc.AudioChunk] = []
+
+    def until(kind) -> None:
+        for item in session:
+            if isinstance(item, bc.AudioChunk):
+                chunks.append(item)
+            if isinstance(item, kind):
+                return
+
+    with client.session(**{**GREEDY, "format": encoding}) as session:
+        session.send(THREE_SEGMENTS)
+        session.flush()
+        until(bc.AudioChunk)
+        session.clear()
+        until(bc.Cleared)
+        session.send("Hello world, my dog likes pizza.")
+        session.close()
+        until(type(None))  # to the end
+    header, summary = session.header, session.summary
+    assert sum(c.num_samples for c in chunks) == summary.total_samples
+    body = header.container_header + b"".join(c.data for c in chunks)
+    decoded = ffmpeg_decode(body, encoding, header.sample_rate_hz)
+    slack = 2 * FRAME_SAMPLES[encoding](header.sample_rate_hz) + header.encoder_delay_samples
+    assert abs(len(decoded) - summary.total_samples) <= slack, (len(decoded), summary.total_samples)
