@@ -101,16 +101,14 @@ def checkpoint_dir(cfg: ServeConfig) -> Path:
     from .checkpoint.hub import resolve_checkpoint
 
     if cfg.random_checkpoint:
-        from .checkpoint.random_writer import write_random_checkpoint
+        from .checkpoint.random_writer import ensure_random_checkpoint
 
         suffix = "-eos" if cfg.random_checkpoint_eos else ""
         default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}{suffix}"
         out = Path(cfg.random_checkpoint_dir or default)
-        if not (out / "config.json").is_file():
-            log.info("writing a random %s checkpoint to %s", cfg.random_checkpoint, out)
-            write_random_checkpoint(out, size=cfg.random_checkpoint, seed=0,
-                                    text_length_eos=cfg.random_checkpoint_eos)
-        return out
+        log.info("random %s checkpoint in %s (written if missing)", cfg.random_checkpoint, out)
+        return ensure_random_checkpoint(out, size=cfg.random_checkpoint, seed=0,
+                                        text_length_eos=cfg.random_checkpoint_eos)
     return resolve_checkpoint(cfg.checkpoint or None)
 
 

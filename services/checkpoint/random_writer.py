@@ -355,3 +355,17 @@ def write_random_checkpoint(
     _write_tokenizer(out)
     _write_voices(out, seed)
     return out
+
+
+def ensure_random_checkpoint(out_dir: str | Path, size: Size = "tiny", seed: int = 0,
+                             text_length_eos: bool = False) -> Path:
+    """The random checkpoint in `out_dir`: written when missing, given the missing voices when an older
+    writer made it (it had 3 voices, not every Suno v2 name), else left as it is."""
+    out = Path(out_dir)
+    if not (out / "config.json").is_file():
+        return write_random_checkpoint(out, size=size, seed=seed, text_length_eos=text_length_eos)
+    index = out / "speaker_embeddings_path.json"
+    voices = json.loads(index.read_text(encoding="utf-8")) if index.is_file() else {}
+    if not set(VOICES) <= set(voices):
+        _write_voices(out, seed)
+    return out

@@ -11,9 +11,8 @@ from barkstream.v1 import stages_pb2, stages_pb2_grpc
 from ..common import convert
 from ..common.admission import Admission
 from ..common.ready import Ready
-from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.streaming import Inputs, engine_outputs, first_message
+from ..common.streaming import Inputs, first_message, frame_chunks
 from ..stages.coarse import CoarseRequest, CoarseStream
 from ..stages.runner import EngineRunner
 
@@ -39,13 +38,9 @@ class CoarseServicer(stages_pb2_grpc.CoarseServiceServicer):
             cfg = (await first_message(request_iterator, "config")).config
             core = request_from_pb(cfg)
             stream = CoarseStream(core)
-            annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            runner = self.runner.get()
             inputs = Inputs(request_iterator, stream, "semantic",
                             lambda m: convert.semantic_from_pb(m.semantic.tokens, "semantic"))
-            outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream, core.seed), inputs)
-            numbering = convert.TokenChunks(cfg.request_id, cfg.segment_index)
-            async with aclosing(outputs):
-                async for frames in outputs:
-                    yield stages_pb2.CoarseGenerateResponse(chunk=numbering.chunk(frames))
-            yield stages_pb2.CoarseGenerateResponse(end=numbering.end())
+            body = frame_chunks(self.runner.get(), cfg, stream, core.seed, inputs, stages_pb2.CoarseGenerateResponse)
+            async with aclosing(body):  # a caller who goes away frees the engine row at once
+                async for message in body:
+                    yield message

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..common import convert
 from ..common.errors import InvalidRequest
+from ..common.spans import annotate
 
 
 async def first_message(requests: AsyncIterator[Any], config_field: str) -> Any:
@@ -98,3 +100,18 @@ async def engine_outputs(runner: Any, attach: Callable[[Any], None],
             reader.cancel()
         bridge.job.cancel()
         runner.wake()
+
+
+async def frame_chunks(runner: Any, cfg: Any, stream: Any, seed: int | None, inputs: Inputs,
+                       response: Callable[..., Any]) -> AsyncIterator[Any]:
+    """The coarse and fine bodies: frames in, frames out as numbered chunks, then the end message.
+
+    `response` is the RPC's response message class (`chunk=` / `end=` payloads).
+    """
+    annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
+    outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream, seed), inputs)
+    numbering = convert.TokenChunks(cfg.request_id, cfg.segment_index)
+    async with aclosing(outputs):
+        async for frames in outputs:
+            yield response(chunk=numbering.chunk(frames))
+    yield response(end=numbering.end())

@@ -11,9 +11,8 @@ from barkstream.v1 import stages_pb2, stages_pb2_grpc
 from ..common import convert
 from ..common.admission import Admission
 from ..common.ready import Ready
-from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.streaming import Inputs, engine_outputs, first_message
+from ..common.streaming import Inputs, first_message, frame_chunks
 from ..stages.fine import FineRequest, FineStream
 from ..stages.runner import EngineRunner
 
@@ -34,12 +33,9 @@ class FineServicer(stages_pb2_grpc.FineServiceServicer):
             cfg = (await first_message(request_iterator, "config")).config
             core = request_from_pb(cfg)
             stream = FineStream(core)
-            annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            runner = self.runner.get()
-            outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream, core.seed), Inputs(
-                request_iterator, stream, "coarse", lambda m: convert.coarse_from_pb(m.coarse.tokens, "coarse")))
-            numbering = convert.TokenChunks(cfg.request_id, cfg.segment_index)
-            async with aclosing(outputs):
-                async for frames in outputs:
-                    yield stages_pb2.FineGenerateResponse(chunk=numbering.chunk(frames))
-            yield stages_pb2.FineGenerateResponse(end=numbering.end())
+            inputs = Inputs(request_iterator, stream, "coarse",
+                            lambda m: convert.coarse_from_pb(m.coarse.tokens, "coarse"))
+            body = frame_chunks(self.runner.get(), cfg, stream, core.seed, inputs, stages_pb2.FineGenerateResponse)
+            async with aclosing(body):  # a caller who goes away frees the engine row at once
+                async for message in body:
+                    yield message
