@@ -19,14 +19,14 @@ from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
 from ._channel import DEFAULT_RETRY, DEFAULT_TARGET, MIB, ChannelOption, Credentials, RetryPolicy, open_aio_channel
 from ._core import CLIENT_DEFAULT, ClientCore, Timeout
-from ._stream import Progress, StreamState, assemble
+from ._stream import StreamView, assemble
 from .audio import Audio, AudioChunk
 from .errors import Cancelled, from_rpc_error
 from .request import Format, build_config, build_request
 from .session import AsyncSession, async_pieces
 
 
-class AsyncAudioStream(AsyncIterator[AudioChunk]):
+class AsyncAudioStream(StreamView, AsyncIterator[AudioChunk]):
     """Audio chunks of one Synthesize call, yielded as they arrive (`async for`).
 
         async with client.stream(text) as stream:
@@ -35,32 +35,6 @@ class AsyncAudioStream(AsyncIterator[AudioChunk]):
 
     Same attributes as the sync AudioStream; `wait_header()` and `collect()` are coroutines.
     """
-
-    def __init__(self, call: Any, target: str, started: float) -> None:
-        self._call = call
-        self._target = target
-        self._started = started
-        self._state = StreamState()
-        self._cancelled = False
-
-    @property
-    def header(self) -> tts_pb2.StreamHeader | None:
-        return self._state.header
-
-    @property
-    def summary(self) -> tts_pb2.SynthesisSummary | None:
-        return self._state.summary
-
-    @property
-    def time_to_first_audio(self) -> float | None:
-        return self._state.time_to_first_audio
-
-    @property
-    def done(self) -> bool:
-        return self._state.ended or self._cancelled
-
-    def progress(self) -> Progress:
-        return self._state.progress(time.monotonic() - self._started)
 
     async def wait_header(self) -> tts_pb2.StreamHeader:
         while self._state.header is None:

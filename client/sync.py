@@ -13,14 +13,14 @@ from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
 from ._channel import DEFAULT_RETRY, DEFAULT_TARGET, MIB, ChannelOption, Credentials, RetryPolicy, open_channel
 from ._core import CLIENT_DEFAULT, ClientCore, Timeout
-from ._stream import Progress, StreamState, assemble
+from ._stream import StreamView, assemble
 from .audio import Audio, AudioChunk
 from .errors import Cancelled, from_rpc_error
 from .request import Format, build_config, build_request
 from .session import Session
 
 
-class AudioStream(Iterator[AudioChunk]):
+class AudioStream(StreamView, Iterator[AudioChunk]):
     """Audio chunks of one Synthesize call, yielded as they arrive.
 
     Iterate it, or use it as a context manager so that leaving the block early (a break, an
@@ -33,36 +33,6 @@ class AudioStream(Iterator[AudioChunk]):
 
     Errors raise the typed exceptions of barkstream.client.errors, also mid-stream.
     """
-
-    def __init__(self, call: Any, target: str, started: float) -> None:
-        self._call = call
-        self._target = target
-        self._started = started
-        self._state = StreamState()
-        self._cancelled = False
-
-    # -- what has arrived so far
-    @property
-    def header(self) -> tts_pb2.StreamHeader | None:
-        """The stream's header once it has arrived (after the first chunk, or `wait_header()`)."""
-        return self._state.header
-
-    @property
-    def summary(self) -> tts_pb2.SynthesisSummary | None:
-        """The server's summary (timings, real-time factor), once the stream has ended."""
-        return self._state.summary
-
-    @property
-    def time_to_first_audio(self) -> float | None:
-        """Seconds from the call to the first chunk reaching the caller (None before it)."""
-        return self._state.time_to_first_audio
-
-    @property
-    def done(self) -> bool:
-        return self._state.ended or self._cancelled
-
-    def progress(self) -> Progress:
-        return self._state.progress(time.monotonic() - self._started)
 
     def wait_header(self) -> tts_pb2.StreamHeader:
         """Block until the header arrives (sample rate, encoding, WAV header, segment count)."""
