@@ -1,4 +1,4 @@
-"""`python -m benchmarks [stages|service|encoding|gateway|all] [--quick] [--checkpoint DIR] [--threads N]`."""
+"""`python -m benchmarks [stages|service|encoding|realtime|gateway|all] [--quick] [--checkpoint DIR] [--threads N]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("which", nargs="?", default="all", choices=["all", "stages", "service", "encoding", "gateway"])
+    p.add_argument("which", nargs="?", default="all",
+                   choices=["all", "stages", "service", "encoding", "realtime", "gateway"])
     p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in all)")
     p.add_argument("--checkpoint", type=Path, help="a bark-small-sized checkpoint directory "
                                                    "(default: a random one under ~/.cache/barkstream/random-small)")
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    checkpoint = random_small_checkpoint(args.checkpoint)
+    checkpoint = random_small_checkpoint(args.checkpoint) if args.which not in ("realtime", "gateway") else None
     t0 = time.perf_counter()
     if args.which in ("all", "stages"):
         from . import stages
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
         service.main(checkpoint, args.quick, threads=args.threads, device=args.device, dtype=args.service_dtype)
         service.encoding_main()
+    if args.which in ("all", "realtime"):
+        from . import realtime
+
+        realtime.main(args.quick)
     if args.which in ("all", "gateway"):
         from . import gateway
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import aclosing
-
-import grpc
+import numpy as np
 
 from barkstream.v1 import stages_pb2, stages_pb2_grpc
 
 from ..common import convert
-from ..common.admission import Admission
-from ..common.ready import Ready
-from ..common.status import abort_on_error
-from ..common.streaming import Inputs, first_message, frame_chunks
+from ..common.streaming import FrameStage
 from ..stages.fine import FineRequest, FineStream
-from ..stages.runner import EngineRunner
 
 
 def request_from_pb(cfg: stages_pb2.FineConfig) -> FineRequest:
@@ -23,19 +17,14 @@ def request_from_pb(cfg: stages_pb2.FineConfig) -> FineRequest:
     return FineRequest(hist, convert.fine_params_from_pb(cfg.params, "config.params"), convert.seed_from_pb(cfg))
 
 
-class FineServicer(stages_pb2_grpc.FineServiceServicer):
-    def __init__(self, runner: Ready[EngineRunner], admission: Admission):
-        self.runner = runner
-        self.admission = admission
+class FineServicer(FrameStage, stages_pb2_grpc.FineServiceServicer):
+    where = "fine stage"
+    input_field = "coarse"
+    response = stages_pb2.FineGenerateResponse
 
-    async def Generate(self, request_iterator, context: grpc.aio.ServicerContext):
-        async with self.admission.slot(context), abort_on_error(context, where="fine stage"):
-            cfg = (await first_message(request_iterator, "config")).config
-            core = request_from_pb(cfg)
-            stream = FineStream(core)
-            inputs = Inputs(request_iterator, stream, "coarse",
-                            lambda m: convert.coarse_from_pb(m.coarse.tokens, "coarse"))
-            body = frame_chunks(self.runner.get(), cfg, stream, core.seed, inputs, stages_pb2.FineGenerateResponse)
-            async with aclosing(body):  # a caller who goes away frees the engine row at once
-                async for message in body:
-                    yield message
+    def start(self, cfg: stages_pb2.FineConfig) -> tuple[FineStream, int | None]:
+        core = request_from_pb(cfg)
+        return FineStream(core), core.seed
+
+    def parse(self, message: stages_pb2.FineGenerateRequest) -> np.ndarray:
+        return convert.coarse_from_pb(message.coarse.tokens, "coarse")
