@@ -108,9 +108,14 @@ class WebSocketSession:
 
     async def _pump(self, call: Any) -> None:
         """Both directions at once until the response stream ends. A bad client message ends the
-        session; an upstream failure wins over the write error it causes on the input side."""
-        reader = asyncio.ensure_future(self._forward_input(call))
-        writer = asyncio.ensure_future(self._forward_output(call))
+        session; an upstream failure wins over the write error it causes on the input side.
+
+        Input waits for the response header: the orchestrator checks the configuration before it,
+        and grpc.aio turns the status of a call into INTERNAL when a write races with the server's
+        end of the call, so a refused configuration would otherwise lose its real status."""
+        configured = asyncio.Event()
+        reader = asyncio.ensure_future(self._forward_input(call, configured))
+        writer = asyncio.ensure_future(self._forward_output(call, configured))
         try:
             pending = {reader, writer}
             while writer in pending:
@@ -124,8 +129,9 @@ class WebSocketSession:
                 task.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
 
-    async def _forward_input(self, call: Any) -> None:
+    async def _forward_input(self, call: Any, configured: asyncio.Event) -> None:
         """Client messages -> requests; a bad one ends the session (the output side reports it)."""
+        await configured.wait()
         while True:
             message = await self._receive()
             if message is None or message.get("type") == "close":
@@ -140,9 +146,11 @@ class WebSocketSession:
                 raise invalid("the session is already configured (send config once, first)", "type")
             else:
                 raise invalid(f"unknown message type {kind!r}: use text, flush, clear or close", "type")
+            if call.done():
+                return  # the server has ended the call: its status is on the output side
             await call.write(request)
 
-    async def _forward_output(self, call: Any) -> None:
+    async def _forward_output(self, call: Any, configured: asyncio.Event) -> None:
         while True:
             message = await call.read()
             if message is grpc.aio.EOF:
@@ -155,8 +163,10 @@ class WebSocketSession:
             body = getattr(message, kind)
             event = {"type": kind, **json_format.MessageToDict(body, preserving_proto_field_name=True)}
             await self._send({"type": "websocket.send", "text": json.dumps(event)})
-            if kind == "header" and body.container_header:
-                await self._send({"type": "websocket.send", "bytes": body.container_header})
+            if kind == "header":
+                configured.set()
+                if body.container_header:
+                    await self._send({"type": "websocket.send", "bytes": body.container_header})
 
     async def _receive(self) -> dict[str, Any] | None:
         """The next JSON message; None when the client closed its side."""
