@@ -1,6 +1,6 @@
 """Hostile input through the HTTP gateway (hypothesis): generated `/v1/audio/speech` bodies (random JSON
 of every type in every field, raw bytes, invalid UTF-8, lone surrogates) and WebSocket message
-sequences (configs, text pieces, flush, clear, close, junk, in any order).
+sequences (200; configs, text pieces, flush, clear, close, junk, in any order).
 
 Every answer must be a 2xx or the right 4xx in OpenAI's error shape (a WebSocket: an allowed close code),
 never a 500, a hang or a stream left running: the orchestrator is idle after each example.
@@ -104,7 +104,7 @@ ws_messages = st.one_of(
     json_values)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(first=st.one_of(st.just({"type": "config", "voice": "alloy", "response_format": "pcm", "seed": 1,
                                 "params": {"semantic": {"max_gen_duration_s": 0.2}}}), ws_messages),
