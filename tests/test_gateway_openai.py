@@ -40,9 +40,10 @@ def client(gateway, server):
 
 
 def grpc_pcm(target: str, text: str, voice: str, max_duration_s: float | None = MAX_DURATION_S) -> bytes:
-    """The same request over gRPC: the reference the gateway's audio must equal."""
+    """The same request over gRPC (the server's default segment schedule, as the gateway's requests have):
+    the reference the gateway's audio must equal."""
     request = synth_request(text, voice, encoding=tts_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=24000,
-                            max_duration_s=max_duration_s)
+                            max_duration_s=max_duration_s, schedule=tts_pb2.SEGMENT_SCHEDULE_UNSPECIFIED)
     return synthesize(target, request).data
 
 
