@@ -1,4 +1,7 @@
-"""`python -m benchmarks [stages|service|all] [--quick] [--checkpoint DIR] [--threads N]`."""
+"""`python -m benchmarks [stages|service|all|costs|capacity] [--quick] [--checkpoint DIR] [--threads N]`.
+
+`costs` measures each engine's step cost against its batch size; `capacity` sizes the stages from
+those (benchmarks/out/costs.json, or --costs FILE), and with --check runs the service runs it predicts."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("which", nargs="?", default="all", choices=["all", "stages", "service"])
+    p.add_argument("which", nargs="?", default="all", choices=["all", "stages", "service", "costs", "capacity"])
     p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in all)")
     p.add_argument("--checkpoint", type=Path, help="a bark-small-sized checkpoint directory "
                                                    "(default: a random one under ~/.cache/barkstream/random-small)")
@@ -19,7 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda (engines then replay CUDA graphs)")
     p.add_argument("--service-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="the servers' dtype in the service benchmark")
+    p.add_argument("--costs", type=Path, help="capacity: the stage cost curves (default benchmarks/out/costs.json)")
+    p.add_argument("--streams", default="10,100,1000", help="capacity: concurrent streams to size for")
+    p.add_argument("--rtf", type=float, default=1.0, help="capacity: target real-time factor (wall / audio)")
+    p.add_argument("--ttfa", type=float, default=2.0, help="capacity: target time to first audio, seconds")
+    p.add_argument("--check", action="store_true",
+                   help="capacity: measure the cost curves, predict the split service runs (N=4, 16; one replica "
+                        "per stage and two of the slowest), run them and compare")
     args = p.parse_args(argv)
+    if args.which == "capacity" and not args.check:
+        from . import capacity
+
+        capacity.main(args.costs, tuple(int(s) for s in args.streams.split(",")), args.rtf, args.ttfa)
+        return 0
 
     import torch
 
@@ -33,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import stages
 
         stages.main(checkpoint, args.quick, with_hf=not args.no_hf, device=args.device)
+    if args.which == "costs":
+        from . import costs
+
+        costs.main(checkpoint, args.quick, device=args.device, dtype=args.service_dtype)
+    if args.which == "capacity":
+        from . import capacity_check
+
+        capacity_check.main(checkpoint, args.quick, device=args.device, dtype=args.service_dtype)
     if args.which in ("all", "service"):
         from . import service
 
