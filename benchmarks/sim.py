@@ -293,6 +293,7 @@ class StreamResult:
     audio_s: float
     first_audio: float
     ended: float
+    stall_s: float = 0.0  # a player that starts at the first audio waits this long, in all, for later segments
 
     @property
     def ttfa(self) -> float:
@@ -368,9 +369,11 @@ def simulate(requests: list[Request], costs: StageCosts, deployment: Deployment,
         segs = segments[id(req)]
         if any(s.ended is None for s in segs):
             raise RuntimeError("the simulation stalled: a segment never finished")
-        first = next(s.first_audio for s in segs if s.first_audio is not None)
-        streams.append(StreamResult(req.arrival, sum(audio_seconds(s.n) for s in segs), first,
-                                    max(s.ended for s in segs)))
+        first, played, stall = segs[0].first_audio, 0.0, 0.0
+        for s in segs:  # segment k plays once the segments before it have played (and the player waited)
+            stall += max(0.0, s.first_audio - (first + played + stall))
+            played += audio_seconds(s.n)
+        streams.append(StreamResult(req.arrival, played, first, max(s.ended for s in segs), stall))
     busy = {st: [r.busy_s for r in group] for st, group in replicas.items()}
     mean_batch = {st: _mean([b for r in group for b in r.batches]) for st, group in replicas.items()}
     return SimResult(streams, busy, mean_batch)
