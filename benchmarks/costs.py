@@ -152,7 +152,7 @@ def measure(checkpoint: Path, settings: Settings, device: str = "cpu", dtype: st
     voice = VoiceLibrary([ck.voices_dir]).load(VOICE)
     models = load_stage_models(ck, options=ModelOptions(device, dtype))
     del ck
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         semantic_curves(models.semantic, voice, Settings((1,), 2, 1))  # warm-up: first allocations
         curves = {"semantic": semantic_curves(models.semantic, voice, settings),
@@ -161,7 +161,10 @@ def measure(checkpoint: Path, settings: Settings, device: str = "cpu", dtype: st
                   "codec": {"chunk": codec_curve(models.codec, settings, device), "frames": 32}}
     return {"curves": curves, "memory": memory(models), "voice": {
         "name": VOICE, "semantic": len(voice.semantic_prompt), "coarse": voice.coarse_prompt.shape[1],
-        "fine": voice.fine_prompt.shape[1]}, "seconds": time.perf_counter() - t0}
+        "fine": voice.fine_prompt.shape[1]}, "seconds": time.perf_counter() - t0,
+        # The share of a core this process got while measuring: below 1, other programs were busy on this
+        # machine (with one torch thread, `cores / share - 1` busy threads of theirs).
+        "cpu_share": (time.process_time() - cpu0) / (time.perf_counter() - t0)}
 
 
 def main(checkpoint: Path, quick: bool, device: str = "cpu", dtype: str = "float32") -> dict:
@@ -181,6 +184,7 @@ def main(checkpoint: Path, quick: bool, device: str = "cpu", dtype: str = "float
     mem = Table("Memory per stage (MiB)", ["stage", "weights", "KV cache per row (1024 positions)"])
     for name, m in data["memory"].items():
         mem.add(name, m["weights_mb"], m.get("kv_mb_per_row", float("nan")))
+    print(f"\nthis process got {data['cpu_share']:.2f} of a core while measuring", flush=True)
     write_report("costs", [table, mem], {"machine": info, "settings": settings.__dict__, "device": device,
                                          "dtype": dtype, **data})
     return data

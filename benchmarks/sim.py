@@ -13,9 +13,11 @@ segment i+1 starts when segment i's semantic stream ends (the orchestrator's
 rule with a voice preset). Replicas are picked round-robin per segment.
 
 Replicas that share CPU cores (the service benchmark's processes on one
-machine) share them fairly: with k steps running on `cores` cores, each runs
-at min(1, cores / k) of its measured speed. Kubernetes pods with their own
-cores or GPU: `cores=inf`.
+machine) share them fairly: with k steps running on `cores` cores beside
+`background` busy threads of other programs, each gets min(1, cores / (k +
+background)) of a core, against min(1, cores / (1 + background)) when its
+cost was measured (alone, beside the same background). Kubernetes pods with
+their own cores or GPU: `cores=inf`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ class Deployment:
     replicas: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
     max_batch: int = 8
     cores: float = math.inf  # CPU cores the replicas share (inf: each has its own)
+    background: float = 0.0  # other programs' busy threads on those cores
+
+    def speed(self, running: int) -> float:
+        """Speed of each of `running` steps relative to the cost measurement (one step beside the background)."""
+        def share(k: int) -> float:
+            return min(1.0, self.cores / (k + self.background))
+        return share(running) / share(1)
 
 
 def coarse_steps(n_semantic: int) -> int:
@@ -349,7 +358,7 @@ def simulate(requests: list[Request], costs: StageCosts, deployment: Deployment,
         dirty.clear()
         if not running and next_request >= len(arrivals):
             break
-        rate = min(1.0, deployment.cores / len(running)) if running else 1.0
+        rate = deployment.speed(len(running)) if running else 1.0
         dt = min((r.remaining / rate for r in running), default=math.inf)
         if next_request < len(arrivals):
             dt = min(dt, arrivals[next_request].arrival - now)

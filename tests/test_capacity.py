@@ -12,7 +12,7 @@ import json
 import pytest
 
 from benchmarks import capacity, costs
-from benchmarks.capacity_check import semantic_tokens, workload
+from benchmarks.capacity_check import background_threads, semantic_tokens, workload
 from benchmarks.sim import Curve, Deployment, Request, StageCosts, Voice, audio_seconds, coarse_steps, simulate
 
 
@@ -66,6 +66,15 @@ def test_replicas_on_shared_cores_run_at_the_cores_share():
     assert [s.ended for s in shared.streams] == pytest.approx([2 * ONE_SEGMENT] * 2)
     own = simulate(reqs, ROUND, Deployment(two, cores=2))
     assert [s.ended for s in own.streams] == pytest.approx([ONE_SEGMENT] * 2)
+
+
+def test_background_load_slows_the_shared_cores_less_than_a_quiet_machine():
+    quiet, busy = Deployment(cores=2), Deployment(cores=2, background=2.0)
+    assert [quiet.speed(k) for k in (1, 2, 4)] == pytest.approx([1.0, 1.0, 0.5])
+    # beside 2 busy threads a step measured alone got 2/3 of a core; with 2 of ours running, 1/2; with 4, 1/3
+    assert [busy.speed(k) for k in (1, 2, 4)] == pytest.approx([1.0, 0.75, 0.5])
+    assert Deployment().speed(100) == 1.0  # pods with their own cores
+    assert background_threads(0.5, 2.0) == pytest.approx(3.0) and background_threads(1.0, 2.0) == 0.0
 
 
 def test_next_segment_starts_when_the_semantic_stream_ends_and_its_window_joins_the_running_one():
