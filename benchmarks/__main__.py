@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", default="10,100,1000", help="capacity: concurrent streams to size for")
     p.add_argument("--rtf", type=float, default=1.0, help="capacity: target real-time factor (wall / audio)")
     p.add_argument("--ttfa", type=float, default=2.0, help="capacity: target time to first audio, seconds")
+    p.add_argument("--max-batch", type=int, default=8, help="capacity: batch rows per engine (BARKSTREAM_MAX_BATCH)")
+    p.add_argument("--first-segment", type=int, default=100, help="capacity: the first segment's semantic tokens")
+    p.add_argument("--segment", type=int, default=499, help="capacity: the later segments' semantic tokens")
     p.add_argument("--check", action="store_true",
                    help="capacity: measure the cost curves, predict the split service runs (N=4, 16; one replica "
                         "per stage and two of the slowest), run them and compare")
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "capacity" and not args.check:
         from . import capacity
 
-        capacity.main(args.costs, tuple(int(s) for s in args.streams.split(",")), args.rtf, args.ttfa)
+        work = capacity.Workload(args.segment, args.first_segment, max_batch=args.max_batch)
+        capacity.main(args.costs, tuple(int(s) for s in args.streams.split(",")), args.rtf, args.ttfa, work)
         return 0
 
     import torch

@@ -171,6 +171,17 @@ def simulate_sized(costs: StageCosts, voice: Voice, sizes: dict[str, StageSize],
             "stall_p95": percentile([s.stall_s for s in result.streams], 95), "mean_batch": result.mean_batch}
 
 
+def memory_table(raw: dict, max_batch: int) -> Table:
+    """Memory a stage pod needs for its model and its preallocated KV cache (max_batch rows of 1024 positions)."""
+    table = Table(f"Memory per stage pod at max_batch {max_batch} (MiB; the cost run's dtype and device)",
+                  ["stage", "weights", "KV cache per row", f"weights + {max_batch} rows", "measured peak (CUDA)"])
+    for stage, m in raw.get("memory", {}).items():
+        kv = m.get("kv_mb_per_row", 0.0)
+        table.add(stage, m["weights_mb"], kv or "-", m["weights_mb"] + max_batch * kv,
+                  m.get("cuda_peak_mb_at_max_batch", "-"))
+    return table
+
+
 def main(costs_path: Path | None, streams: tuple[int, ...], rtf: float, ttfa: float, work: Workload = Workload(),
          simulate_up_to: int = 100) -> dict:
     costs_path = Path(costs_path or OUT_DIR / "costs.json")
@@ -182,6 +193,7 @@ def main(costs_path: Path | None, streams: tuple[int, ...], rtf: float, ttfa: fl
     table, data = sizing_table(sizes, streams, rtf, ttfa, work)
     print(table.render())
     print(f"\nbottleneck: {data['bottleneck']}; first audio (sum of the shares): {data['first_audio_s']:.2f} s")
+    print(memory_table(raw, work.max_batch).render())
     data["simulated"] = {}
     if not all(s.streams_per_pod for s in sizes.values()):
         print(f"not simulated: a stage cannot give one stream RTF {rtf:g} here (see 'alone: RTF')")

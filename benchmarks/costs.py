@@ -152,14 +152,30 @@ def measure(checkpoint: Path, settings: Settings, device: str = "cpu", dtype: st
     voice = VoiceLibrary([ck.voices_dir]).load(VOICE)
     models = load_stage_models(ck, options=ModelOptions(device, dtype))
     del ck
+    cuda = torch.device(device).type == "cuda"
+    peaks: dict[str, float] = {}
+
+    def peak(stage: str, fn):
+        """Run one stage's measurement; on CUDA, record the most memory it allocated (weights, cache, work)."""
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        out = fn()
+        if cuda:
+            peaks[stage] = torch.cuda.max_memory_allocated() / 2**20
+        return out
+
     t0, cpu0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         semantic_curves(models.semantic, voice, Settings((1,), 2, 1))  # warm-up: first allocations
-        curves = {"semantic": semantic_curves(models.semantic, voice, settings),
-                  "coarse": coarse_curves(models.coarse, voice, settings),
-                  "fine": {"window": fine_curve(models.fine, voice, settings)},
-                  "codec": {"chunk": codec_curve(models.codec, settings, device), "frames": 32}}
-    return {"curves": curves, "memory": memory(models), "voice": {
+        curves = {"semantic": peak("semantic", lambda: semantic_curves(models.semantic, voice, settings)),
+                  "coarse": peak("coarse", lambda: coarse_curves(models.coarse, voice, settings)),
+                  "fine": {"window": peak("fine", lambda: fine_curve(models.fine, voice, settings))},
+                  "codec": {"chunk": peak("codec", lambda: codec_curve(models.codec, settings, device)),
+                            "frames": 32}}
+    mem = memory(models)
+    for stage, mb in peaks.items():
+        mem[stage]["cuda_peak_mb_at_max_batch"] = mb  # every model of the process is resident: an upper bound
+    return {"curves": curves, "memory": mem, "voice": {
         "name": VOICE, "semantic": len(voice.semantic_prompt), "coarse": voice.coarse_prompt.shape[1],
         "fine": voice.fine_prompt.shape[1]}, "seconds": time.perf_counter() - t0,
         # The share of a core this process got while measuring: below 1, other programs were busy on this
