@@ -76,11 +76,8 @@ def first_audio_seconds(stage: str, costs: StageCosts, batch: int, n_first: int,
     to the first fine window's frames (a whole short segment), one fine window, one codec chunk."""
     frames = min(coarse_steps(n_first) // 2, C.FINE_WINDOW - min(C.FINE_MAX_HISTORY, voice.fine))
     tokens = min(n_first, math.ceil(frames * 2 / C.SEMANTIC_TO_COARSE_RATIO))
-    if stage == "semantic":
-        return costs.semantic_prefill(batch) + (tokens - 1) * costs.semantic_step(batch)
-    if stage == "coarse":
-        windows = math.ceil(2 * frames / C.SLIDING_WINDOW_LEN)
-        return windows * (costs.coarse_prefill(batch) + (C.SLIDING_WINDOW_LEN - 1) * costs.coarse_step(batch))
+    if stage in ("semantic", "coarse"):  # the tokens the first fine window reads, through the whole stage
+        return cycle_seconds(stage, costs, batch, tokens, voice)
     if stage == "fine":
         return costs.fine_window(batch)
     return costs.codec_chunk(batch)
