@@ -10,16 +10,18 @@ turns b segments through the stage in one "cycle":
     fine      w window(b)                               (w = 1024-frame windows per segment)
     codec     c chunk(b)                                (c = 32-frame chunks per segment)
 
-so a row (one stream) gets A / cycle(b) audio seconds per second (A: the
-segment's audio) and the pod b times that. A stream at real-time factor r
-needs a row speed of 1 / r in every stage: a pod serves the largest b (up to
-max_batch) that still gives it, and N streams need ceil(N / b) pods. A stage
-that cannot give even one row that speed cannot serve the target at all
-(more pods do not help one stream): the table says which RTF it can give.
-Conservative where the pipeline is not: a stream's next segment may run in a
-second row of coarse, fine and codec while its current one finishes; the
-simulation (benchmarks/sim.py), run on the sized deployment, says what the
-streams then get, time to first audio included.
+so a row gets A / cycle(b) audio seconds per second (A / cycle summed over
+a stream's segments, the short first one included) and the pod b times that.
+A stream at real-time factor r needs 1 / r audio seconds per second, and its
+segments a row at least that fast: among the batches whose rows are, a pod
+runs the one with the most output and feeds floor(output x r x utilization)
+streams (a faster row idles between a stream's segments or serves another's;
+utilization 0.8 leaves room for queueing), and N streams need
+ceil(N / streams per pod) pods. A stage whose single row is too slow cannot
+serve the target at all (more pods do not help one stream): the table says
+which RTF it can give. The simulation (benchmarks/sim.py), run on the sized
+deployment, says what the streams then get, time to first audio and player
+stalls included.
 """
 
 from __future__ import annotations
@@ -89,15 +91,21 @@ class Workload:
     first_tokens: int = FIRST_SEGMENT_TOKENS  # the first segment's (a short one starts the audio sooner)
     segments: int = 3  # per stream, in the simulation
     max_batch: int = 8
+    utilization: float = 0.8  # of a pod's output the sizing plans to use: headroom for bursts and queueing
+
+    def stream(self) -> tuple[int, ...]:
+        """Semantic tokens of one stream's segments."""
+        return (self.first_tokens,) + (self.segment_tokens,) * (self.segments - 1)
 
 
 @dataclass(frozen=True)
 class StageSize:
     stage: str
-    streams_per_pod: int  # 0: one row is too slow for the target RTF
-    pod_audio_per_s: float  # at streams_per_pod (or batch 1)
+    batch: int  # rows a pod runs at once; 0: one row is too slow for the target RTF
+    pod_audio_per_s: float  # audio seconds a pod turns out per second at that batch (or at batch 1)
+    streams_per_pod: int  # streams at the target RTF that output feeds
     best_rtf: float  # the RTF one stream alone gets from this stage
-    first_audio_s: float  # this stage's share of the time to first audio at streams_per_pod
+    first_audio_s: float  # this stage's share of the time to first audio at that batch
 
     def pods(self, streams: int) -> int | None:
         return None if self.streams_per_pod == 0 else math.ceil(streams / self.streams_per_pod)
@@ -105,12 +113,15 @@ class StageSize:
 
 def size(costs: StageCosts, voice: Voice, rtf: float, ttfa: float, work: Workload = Workload()
          ) -> dict[str, StageSize]:
-    """Streams per pod per stage: the largest batch whose rows keep RTF <= rtf, lowered (where that gains the
-    most) until the stages' shares of the first audio add up to at most `ttfa`."""
-    n, audio = work.segment_tokens, audio_seconds(work.segment_tokens)
-    speed = {st: {b: audio / cycle_seconds(st, costs, b, n, voice) for b in range(1, work.max_batch + 1)}
+    """Per stage, the batch that turns out the most audio while each row still keeps RTF <= rtf, lowered (where
+    that gains the most) until the stages' shares of the first audio add up to at most `ttfa`; a pod then
+    feeds `audio per second x rtf x utilization` streams (a row faster than a stream idles between its
+    segments, or serves another's)."""
+    segments, audio = work.stream(), sum(audio_seconds(n) for n in work.stream())
+    speed = {st: {b: audio / sum(cycle_seconds(st, costs, b, n, voice) for n in segments)
+                  for b in range(1, work.max_batch + 1)} for st in STAGES}
+    batch = {st: max([b for b, v in speed[st].items() if v >= 1 / rtf], key=lambda b: b * speed[st][b], default=0)
              for st in STAGES}
-    batch = {st: max([b for b, v in speed[st].items() if v >= 1 / rtf], default=0) for st in STAGES}
 
     def first(st: str, b: int) -> float:
         return first_audio_seconds(st, costs, max(1, b), work.first_tokens, voice)
@@ -121,13 +132,18 @@ def size(costs: StageCosts, voice: Voice, rtf: float, ttfa: float, work: Workloa
             break  # even alone the first audio takes longer: the table shows how long
         worst = max(lowerable, key=lambda st: first(st, batch[st]) - first(st, batch[st] - 1))
         batch[worst] -= 1
-    return {st: StageSize(st, b, b * speed[st][b] if b else speed[st][1], 1 / speed[st][1], first(st, b))
-            for st, b in batch.items()}
+    out = {}
+    for st, b in batch.items():
+        pod = b * speed[st][b] if b else speed[st][1]
+        streams = max(1, math.floor(pod * rtf * work.utilization + 1e-9)) if b else 0
+        out[st] = StageSize(st, b, pod, streams, 1 / speed[st][1], first(st, b))
+    return out
 
 
-def hpa_target(size_: StageSize, utilization: float = 0.8) -> int:
-    """barkstream_streams_active per pod the HPA keeps: the streams a pod serves at the target, with headroom."""
-    return max(1, math.floor(size_.streams_per_pod * utilization))
+def hpa_target(size_: StageSize, open_calls: float = 1.0) -> int:
+    """barkstream_streams_active per pod the HPA keeps: the stage calls of the streams a pod serves (a stream
+    holds `open_calls` of them open on average)."""
+    return max(1, math.floor(size_.streams_per_pod * open_calls))
 
 
 def sizing_table(sizes: dict[str, StageSize], streams: tuple[int, ...], rtf: float, ttfa: float,
@@ -135,14 +151,14 @@ def sizing_table(sizes: dict[str, StageSize], streams: tuple[int, ...], rtf: flo
     table = Table(f"Pods per stage for RTF <= {rtf:g} and first audio <= {ttfa:g} s (segments of "
                   f"{work.segment_tokens} semantic tokens = {audio_seconds(work.segment_tokens):.1f} s, the first "
                   f"{work.first_tokens} = {audio_seconds(work.first_tokens):.1f} s)",
-                  ["stage", "alone: RTF", "streams / pod", "pod audio s / s", "first audio share s",
+                  ["stage", "alone: RTF", "batch", "pod audio s / s", "streams / pod", "first audio share s",
                    "HPA target (streams/pod)", *[f"pods for {s}" for s in streams]])
     data: dict = {"stages": {}}
     for st, s in sizes.items():
         pods = [s.pods(k) for k in streams]
-        table.add(st, s.best_rtf, s.streams_per_pod or "too slow", s.pod_audio_per_s, s.first_audio_s,
+        table.add(st, s.best_rtf, s.batch or "too slow", s.pod_audio_per_s, s.streams_per_pod, s.first_audio_s,
                   hpa_target(s) if s.streams_per_pod else "-", *[p if p is not None else "-" for p in pods])
-        data["stages"][st] = {"best_rtf": s.best_rtf, "streams_per_pod": s.streams_per_pod,
+        data["stages"][st] = {"best_rtf": s.best_rtf, "batch": s.batch, "streams_per_pod": s.streams_per_pod,
                               "pod_audio_per_s": s.pod_audio_per_s, "first_audio_s": s.first_audio_s,
                               "hpa_target": hpa_target(s) if s.streams_per_pod else None,
                               "pods": dict(zip(streams, pods, strict=True))}
@@ -156,16 +172,20 @@ def sizing_table(sizes: dict[str, StageSize], streams: tuple[int, ...], rtf: flo
 
 def simulate_sized(costs: StageCosts, voice: Voice, sizes: dict[str, StageSize], streams: int,
                    work: Workload) -> dict:
-    """The sized deployment's streams in the simulation, arrivals spread evenly over one segment's audio."""
+    """The sized deployment in the simulation under `streams` concurrent streams: three times as many arrive
+    evenly over three times a stream's audio, so that about `streams` are in flight at any time."""
     replicas = {st: s.pods(streams) or 1 for st, s in sizes.items()}
-    spread = audio_seconds(work.segment_tokens)
-    segments = (work.first_tokens,) + (work.segment_tokens,) * (work.segments - 1)
-    reqs = [Request(spread * i / streams, segments) for i in range(streams)]
-    result = simulate(reqs, costs, Deployment(replicas, work.max_batch), voice)
+    segments = work.stream()
+    spread = 3 * sum(audio_seconds(n) for n in segments)
+    reqs = [Request(spread * i / (3 * streams), segments) for i in range(3 * streams)]
+    batch = {st: max(1, s.batch) for st, s in sizes.items()}  # each stage's BARKSTREAM_MAX_BATCH set to its batch
+    result = simulate(reqs, costs, Deployment(replicas, batch), voice)
     ttfa, rtf = [s.ttfa for s in result.streams], [s.rtf for s in result.streams]
-    return {"replicas": replicas, "ttfa_p50": percentile(ttfa, 50), "ttfa_p95": percentile(ttfa, 95),
+    return {"replicas": replicas, "max_batch": batch,
+            "ttfa_p50": percentile(ttfa, 50), "ttfa_p95": percentile(ttfa, 95),
             "rtf_p50": percentile(rtf, 50), "rtf_p95": percentile(rtf, 95),
-            "stall_p95": percentile([s.stall_s for s in result.streams], 95), "mean_batch": result.mean_batch}
+            "stall_p95": percentile([s.stall_s for s in result.streams], 95), "mean_batch": result.mean_batch,
+            "open_calls": result.open_calls}
 
 
 def memory_table(raw: dict, max_batch: int) -> Table:
@@ -195,8 +215,8 @@ def main(costs_path: Path | None, streams: tuple[int, ...], rtf: float, ttfa: fl
     if not all(s.streams_per_pod for s in sizes.values()):
         print(f"not simulated: a stage cannot give one stream RTF {rtf:g} here (see 'alone: RTF')")
         return {"costs": str(costs_path), "rtf": rtf, "ttfa": ttfa, "workload": work.__dict__, "sizing": data}
-    sim_table = Table(f"The sized deployment in the simulation ({work.segments} segments per stream, arrivals "
-                      f"spread over {audio_seconds(work.segment_tokens):.0f} s)",
+    sim_table = Table(f"The sized deployment in the simulation ({work.segments} segments per stream, arriving "
+                      "evenly: that many in flight)",
                       ["streams", "replicas sem/coarse/fine/codec", "TTFA p50 s", "TTFA p95 s", "RTF p50", "RTF p95",
                        "player stall p95 s", "meets TTFA, no stall"])
     for k in (s for s in streams if s <= simulate_up_to):
@@ -205,4 +225,14 @@ def main(costs_path: Path | None, streams: tuple[int, ...], rtf: float, ttfa: fl
                       sim["rtf_p50"], sim["rtf_p95"], sim["stall_p95"],
                       sim["ttfa_p95"] <= ttfa and sim["stall_p95"] <= 0.05 * rtf)
     print(sim_table.render())
+    open_calls = data["simulated"][min(data["simulated"])]["open_calls"] if data["simulated"] else {}
+    hpa = Table("HPA settings that follow (barkstream_streams_active counts stage calls: a stream holds this "
+                "many open per stage on average in the simulation)",
+                ["stage", "open calls per stream", "averageValue", "minReplicas", "maxReplicas"])
+    for st, s in sizes.items():
+        calls = open_calls.get(st, 1.0)
+        hpa.add(st, calls, hpa_target(s, calls), s.pods(min(streams)), s.pods(max(streams)))
+        data["stages"][st]["hpa"] = {"open_calls": calls, "average_value": hpa_target(s, calls),
+                                     "min_replicas": s.pods(min(streams)), "max_replicas": s.pods(max(streams))}
+    print(hpa.render())
     return {"costs": str(costs_path), "rtf": rtf, "ttfa": ttfa, "workload": work.__dict__, "sizing": data}

@@ -85,7 +85,7 @@ class Request:
 @dataclass(frozen=True)
 class Deployment:
     replicas: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 1))
-    max_batch: int = 8
+    max_batch: int | dict[str, int] = 8  # rows per engine: one for all stages, or per stage
     cores: float = math.inf  # CPU cores the replicas share (inf: each has its own)
     background: float = 0.0  # other programs' busy threads on those cores
 
@@ -127,6 +127,8 @@ class Segment:
     first_audio: float | None = None
     ended: float | None = None
     replicas: list = field(default_factory=list)  # the replica serving it in each stage, once opened
+    opened: float = 0.0  # when the orchestrator opened its four stage calls
+    closed: dict = field(default_factory=dict)  # stage -> when its call ended
 
     def __post_init__(self) -> None:
         self.sem_hist, self.coarse_history = self.voice.coarse_history()
@@ -215,6 +217,7 @@ class Replica:
                 seg.semantic += 1
                 if seg.semantic >= seg.n:
                     seg.semantic_done = True
+                    seg.closed["semantic"] = now
                     self.rows = [r for r in self.rows if r[0] is not seg]
                     self.members.remove(seg)
             return [seg for (seg,) in rows]
@@ -251,6 +254,8 @@ class Replica:
                     seg.coarse_history += tokens
                     seg.frames += tokens // 2
                     seg.coarse_done = seg.semantic_done and seg.coarse_step >= coarse_steps(seg.n)
+                    if seg.coarse_done:
+                        seg.closed["coarse"] = now
                     self.rows = [r for r in self.rows if r is not row]
                     changed.append(seg)
             return changed
@@ -265,6 +270,8 @@ class Replica:
         def apply(now: float) -> list[Segment]:
             for seg in ready:
                 seg.fine_complete()
+                if seg.fine_done:
+                    seg.closed["fine"] = now
             return ready
         return self.costs.fine_window(len(ready)), len(ready), apply
 
@@ -288,7 +295,7 @@ class Replica:
                     s.first_audio = now
                 s.decoded += t
                 if s.fine_done and s.decoded >= s.released:
-                    s.ended = now
+                    s.ended = s.closed["codec"] = now
             return [s for s, _ in takes]
         return cost, min(batch, self.max_batch), apply
 
@@ -318,6 +325,7 @@ class SimResult:
     streams: list[StreamResult]
     busy_s: dict[str, list[float]]  # per stage, per replica: seconds of steps (at full speed)
     mean_batch: dict[str, float]
+    open_calls: dict[str, float]  # per stage: its calls a stream holds open on average (what the HPAs count)
 
     @property
     def wall_s(self) -> float:
@@ -331,7 +339,10 @@ class SimResult:
 def simulate(requests: list[Request], costs: StageCosts, deployment: Deployment, voice: Voice = Voice()
              ) -> SimResult:
     """Run `requests` through the pipeline; per-stream time to first audio and end, per-replica busy time."""
-    replicas = {st: [Replica(st, costs, deployment.max_batch) for _ in range(deployment.replicas[st])]
+    batch = deployment.max_batch
+    if not isinstance(batch, dict):
+        batch = dict.fromkeys(STAGES, batch)
+    replicas = {st: [Replica(st, costs, batch[st]) for _ in range(deployment.replicas[st])]
                 for st in STAGES}
     turn = dict.fromkeys(STAGES, 0)
     segments = {id(r): [Segment(r, i, n, voice) for i, n in enumerate(r.segments)] for r in requests}
@@ -348,6 +359,7 @@ def simulate(requests: list[Request], costs: StageCosts, deployment: Deployment,
             replica.members.append(seg)
             seg.replicas.append(replica)
             dirty.add(replica)
+        seg.opened = now
 
     running: list[Replica] = []
     while True:
@@ -385,7 +397,10 @@ def simulate(requests: list[Request], costs: StageCosts, deployment: Deployment,
         streams.append(StreamResult(req.arrival, played, first, max(s.ended for s in segs), stall))
     busy = {st: [r.busy_s for r in group] for st, group in replicas.items()}
     mean_batch = {st: _mean([b for r in group for b in r.batches]) for st, group in replicas.items()}
-    return SimResult(streams, busy, mean_batch)
+    all_segments = [seg for segs in segments.values() for seg in segs]
+    lifetime = sum(s.ended - s.arrival for s in streams)
+    open_calls = {st: sum(seg.closed[st] - seg.opened for seg in all_segments) / lifetime for st in STAGES}
+    return SimResult(streams, busy, mean_batch, open_calls)
 
 
 def _mean(values: list[int]) -> float:

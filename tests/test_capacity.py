@@ -8,6 +8,7 @@ frames 0.32 s. A segment of 20 semantic tokens makes 60 coarse tokens (one windo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -46,6 +47,9 @@ def test_one_stream_goes_through_the_stages_one_after_the_other():
     assert s.rtf == pytest.approx(ONE_SEGMENT / 0.4)
     busy = {stage: seconds for stage, (seconds,) in result.busy_s.items()}
     assert busy == pytest.approx({"semantic": 2.9, "coarse": 13.8, "fine": 5.0, "codec": 0.3})
+    # All four calls open at once; each ends with its stage's output (what the HPAs count).
+    assert result.open_calls == pytest.approx({"semantic": 2.9 / 22, "coarse": 16.7 / 22, "fine": 21.7 / 22,
+                                               "codec": 1.0})
 
 
 def test_streams_that_arrive_together_share_every_step():
@@ -56,6 +60,11 @@ def test_streams_that_arrive_together_share_every_step():
     expected = (1.5 + 19 * 0.15) + (3.0 + 59 * 0.3) + 8.0 + 0.48 * 30 / 32
     assert [s.ttfa for s in result.streams] == pytest.approx([expected, expected])
     assert result.mean_batch == pytest.approx({"semantic": 2, "coarse": 2, "fine": 2, "codec": 2})
+    # A stage whose engine takes one row at a time runs their windows in turn.
+    one_fine = simulate([Request(0.0, (20,)), Request(0.0, (20,))], costs,
+                        Deployment(max_batch={"semantic": 2, "coarse": 2, "fine": 1, "codec": 2}))
+    coarse_end = (1.5 + 19 * 0.15) + (3.0 + 59 * 0.3)
+    assert [s.ended for s in one_fine.streams] == pytest.approx([coarse_end + 5.0 + 0.3, coarse_end + 10.0 + 0.3])
 
 
 def test_replicas_on_shared_cores_run_at_the_cores_share():
@@ -111,11 +120,11 @@ def test_sizing_takes_the_largest_batch_that_keeps_the_target_rtf():
     work = capacity.Workload(segment_tokens=499, first_tokens=100)
     cycle = capacity.cycle_seconds("semantic", costs, 4, 499, Voice())
     assert cycle == pytest.approx(0.1 + 498 * 0.021)  # a row of a batch of 4 makes 10 s of audio in 10.56 s
-    sizes = capacity.size(costs, Voice(), rtf=1.0, ttfa=100.0, work=work)
-    # speed(b) = 10.0 / (0.1 + 498 (0.005 + 0.004 b)) >= 1  <=>  b <= 3.72
-    assert sizes["semantic"].streams_per_pod == 3
+    # Over a stream (2 s + 10 s + 10 s of audio): 0.3 + 1095 (0.005 + 0.004 b) s <= 21.97 s for b <= 3.7.
+    sizes = capacity.size(costs, Voice(), rtf=1.0, ttfa=100.0, work=replace(work, utilization=1.0))
+    assert sizes["semantic"].batch == 3 and sizes["semantic"].streams_per_pod == 3  # 3 rows: 3.5 s of audio per s
     assert sizes["semantic"].pods(10) == 4 and sizes["semantic"].pods(1000) == 334
-    assert capacity.hpa_target(sizes["semantic"]) == 2
+    assert capacity.hpa_target(sizes["semantic"]) == 3 and capacity.hpa_target(sizes["semantic"], 0.5) == 1
     table, data = capacity.sizing_table(sizes, (10, 100), 1.0, 100.0, work)
     assert data["bottleneck"] == "semantic" and data["stages"]["semantic"]["pods"] == {10: 4, 100: 34}
 
@@ -123,8 +132,9 @@ def test_sizing_takes_the_largest_batch_that_keeps_the_target_rtf():
 def test_a_stage_too_slow_for_one_stream_is_named_and_not_sized():
     slow_fine = StageCosts(flat(0.1), flat(0.001), flat(0.1), flat(0.001), flat(30.0), flat(0.001))
     sizes = capacity.size(slow_fine, Voice(), rtf=1.0, ttfa=100.0)
-    assert sizes["fine"].streams_per_pod == 0 and sizes["fine"].pods(10) is None
-    assert sizes["fine"].best_rtf == pytest.approx(30.0 / audio_seconds(499))
+    assert sizes["fine"].batch == sizes["fine"].streams_per_pod == 0 and sizes["fine"].pods(10) is None
+    # a window for each of a stream's segments (2 s, 10 s, 10 s of audio): 90 s for 22 s
+    assert sizes["fine"].best_rtf == pytest.approx(90.0 / (audio_seconds(100) + 2 * audio_seconds(499)))
     _, data = capacity.sizing_table(sizes, (10,), 1.0, 100.0, capacity.Workload())
     assert data["bottleneck"] == "fine"
 
@@ -133,13 +143,15 @@ def test_a_tight_first_audio_target_lowers_the_batch_where_it_costs_most():
     costs = StageCosts(flat(0.1), Curve(((1, 0.001), (8, 0.008))), flat(0.01), flat(0.0001), flat(0.1),
                        flat(0.001), coarse_prefill_len=257)
     loose = capacity.size(costs, Voice(), rtf=1.0, ttfa=100.0)
-    assert loose["semantic"].streams_per_pod == 8
+    # A stream's 2 + 10 + 10 s of audio take a row 3 x 0.1 + 1095 x 0.008 s at batch 8: the pod makes 19.4 s of
+    # audio per second, and 80% of it feeds 15 streams.
+    assert loose["semantic"].batch == 8 and loose["semantic"].streams_per_pod == 15
     # First segment of 100 tokens (150 frames): semantic 0.1 + 99 x 0.001 b, coarse 5 windows x 0.0159,
     # fine 0.1, codec 0.001: within 0.75 s for b <= 4.74.
     tight = capacity.size(costs, Voice(), rtf=1.0, ttfa=0.75)
-    assert tight["semantic"].streams_per_pod == 4
+    assert tight["semantic"].batch == 4 and tight["semantic"].streams_per_pod == 15  # 0.8 x 4 x 21.97 / 4.68
     assert sum(s.first_audio_s for s in tight.values()) == pytest.approx(0.1 + 0.396 + 0.0795 + 0.1 + 0.001)
-    assert [tight[s].streams_per_pod for s in ("coarse", "fine", "codec")] == [8, 8, 8]  # flat: nothing to gain
+    assert [tight[s].batch for s in ("coarse", "fine", "codec")] == [8, 8, 8]  # flat costs: nothing to gain
 
 
 def test_cost_curves_measure_every_engine_and_feed_the_model(tiny_checkpoint_dir, tmp_path):
