@@ -151,16 +151,15 @@ def sizing_table(sizes: dict[str, StageSize], streams: tuple[int, ...], rtf: flo
     table = Table(f"Pods per stage for RTF <= {rtf:g} and first audio <= {ttfa:g} s (segments of "
                   f"{work.segment_tokens} semantic tokens = {audio_seconds(work.segment_tokens):.1f} s, the first "
                   f"{work.first_tokens} = {audio_seconds(work.first_tokens):.1f} s)",
-                  ["stage", "alone: RTF", "batch", "pod audio s / s", "streams / pod", "first audio share s",
-                   "HPA target (streams/pod)", *[f"pods for {s}" for s in streams]])
+                  ["stage", "alone: RTF", "batch (MAX_BATCH)", "pod audio s / s", "streams / pod",
+                   "first audio share s", *[f"pods for {s}" for s in streams]])
     data: dict = {"stages": {}}
     for st, s in sizes.items():
         pods = [s.pods(k) for k in streams]
         table.add(st, s.best_rtf, s.batch or "too slow", s.pod_audio_per_s, s.streams_per_pod, s.first_audio_s,
-                  hpa_target(s) if s.streams_per_pod else "-", *[p if p is not None else "-" for p in pods])
+                  *[p if p is not None else "-" for p in pods])
         data["stages"][st] = {"best_rtf": s.best_rtf, "batch": s.batch, "streams_per_pod": s.streams_per_pod,
                               "pod_audio_per_s": s.pod_audio_per_s, "first_audio_s": s.first_audio_s,
-                              "hpa_target": hpa_target(s) if s.streams_per_pod else None,
                               "pods": dict(zip(streams, pods, strict=True))}
     if all(s.streams_per_pod for s in sizes.values()):
         data["bottleneck"] = min(sizes.values(), key=lambda s: (s.streams_per_pod, -s.best_rtf)).stage
@@ -188,13 +187,14 @@ def simulate_sized(costs: StageCosts, voice: Voice, sizes: dict[str, StageSize],
             "open_calls": result.open_calls}
 
 
-def memory_table(raw: dict, max_batch: int) -> Table:
-    """Memory a stage pod needs for its model and its preallocated KV cache (max_batch rows of 1024 positions)."""
-    table = Table(f"Memory per stage pod at max_batch {max_batch} (MiB; the cost run's dtype and device)",
-                  ["stage", "weights", "KV cache per row", f"weights + {max_batch} rows", "measured peak (CUDA)"])
+def memory_table(raw: dict, batch: dict[str, int]) -> Table:
+    """Memory a stage pod needs for its model and its preallocated KV cache (`batch` rows of 1024 positions)."""
+    table = Table("Memory per stage pod (MiB; the cost run's dtype and device)",
+                  ["stage", "weights", "KV cache per row", "MAX_BATCH", "weights + KV cache",
+                   "measured peak, batches 1-8 (CUDA)"])
     for stage, m in raw.get("memory", {}).items():
         kv = m.get("kv_mb_per_row", 0.0)
-        table.add(stage, m["weights_mb"], kv or "-", m["weights_mb"] + max_batch * kv,
+        table.add(stage, m["weights_mb"], kv or "-", batch[stage], m["weights_mb"] + batch[stage] * kv,
                   m.get("cuda_peak_mb_at_max_batch", "-"))
     return table
 
@@ -210,22 +210,36 @@ def main(costs_path: Path | None, streams: tuple[int, ...], rtf: float, ttfa: fl
     table, data = sizing_table(sizes, streams, rtf, ttfa, work)
     print(table.render())
     print(f"\nbottleneck: {data['bottleneck']}; first audio (sum of the shares): {data['first_audio_s']:.2f} s")
-    print(memory_table(raw, work.max_batch).render())
+    print(memory_table(raw, {st: max(1, s.batch) for st, s in sizes.items()}).render())
     data["simulated"] = {}
     if not all(s.streams_per_pod for s in sizes.values()):
         print(f"not simulated: a stage cannot give one stream RTF {rtf:g} here (see 'alone: RTF')")
         return {"costs": str(costs_path), "rtf": rtf, "ttfa": ttfa, "workload": work.__dict__, "sizing": data}
+    data["simulated"] = simulate_table(costs, voice, sizes, tuple(s for s in streams if s <= simulate_up_to), rtf,
+                                       ttfa, work)
+    print(hpa_table(sizes, streams, data).render())
+    return {"costs": str(costs_path), "rtf": rtf, "ttfa": ttfa, "workload": work.__dict__, "sizing": data}
+
+
+def simulate_table(costs: StageCosts, voice: Voice, sizes: dict[str, StageSize], streams: tuple[int, ...],
+                   rtf: float, ttfa: float, work: Workload) -> dict:
     sim_table = Table(f"The sized deployment in the simulation ({work.segments} segments per stream, arriving "
                       "evenly: that many in flight)",
                       ["streams", "replicas sem/coarse/fine/codec", "TTFA p50 s", "TTFA p95 s", "RTF p50", "RTF p95",
                        "player stall p95 s", "meets TTFA, no stall"])
-    for k in (s for s in streams if s <= simulate_up_to):
-        sim = data["simulated"][k] = simulate_sized(costs, voice, sizes, k, work)
+    out = {}
+    for k in streams:
+        sim = out[k] = simulate_sized(costs, voice, sizes, k, work)
         sim_table.add(k, "/".join(str(sim["replicas"][st]) for st in STAGES), sim["ttfa_p50"], sim["ttfa_p95"],
                       sim["rtf_p50"], sim["rtf_p95"], sim["stall_p95"],
                       sim["ttfa_p95"] <= ttfa and sim["stall_p95"] <= 0.05 * rtf)
     print(sim_table.render())
-    open_calls = data["simulated"][min(data["simulated"])]["open_calls"] if data["simulated"] else {}
+    return out
+
+
+def hpa_table(sizes: dict[str, StageSize], streams: tuple[int, ...], data: dict) -> Table:
+    simulated = data["simulated"]
+    open_calls = simulated[max(simulated)]["open_calls"] if simulated else {}
     hpa = Table("HPA settings that follow (barkstream_streams_active counts stage calls: a stream holds this "
                 "many open per stage on average in the simulation)",
                 ["stage", "open calls per stream", "averageValue", "minReplicas", "maxReplicas"])
@@ -234,5 +248,4 @@ def main(costs_path: Path | None, streams: tuple[int, ...], rtf: float, ttfa: fl
         hpa.add(st, calls, hpa_target(s, calls), s.pods(min(streams)), s.pods(max(streams)))
         data["stages"][st]["hpa"] = {"open_calls": calls, "average_value": hpa_target(s, calls),
                                      "min_replicas": s.pods(min(streams)), "max_replicas": s.pods(max(streams))}
-    print(hpa.render())
-    return {"costs": str(costs_path), "rtf": rtf, "ttfa": ttfa, "workload": work.__dict__, "sizing": data}
+    return hpa
