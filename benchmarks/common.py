@@ -22,7 +22,7 @@ DEFAULT_CHECKPOINT = Path.home() / ".cache" / "barkstream" / "random-small"  # s
 
 def random_small_checkpoint(path: Path | None = None) -> Path:
     """The random bark-small checkpoint (real sizes, random weights), written once (~1.6 GB, seconds)."""
-    from barkstream.services.model.checkpoint import write_random_checkpoint
+    from barkstream.services.checkpoint.random_writer import write_random_checkpoint
 
     out = Path(path or DEFAULT_CHECKPOINT)
     if not (out / "config.json").is_file():

@@ -210,7 +210,7 @@ class InProcess:
     def __init__(self, checkpoint: Path, device: str = "cpu", dtype: str = "float32"):
         from barkstream.services.bark.tokenizer import BarkTokenizer
         from barkstream.services.bark.voices import VoiceLibrary
-        from barkstream.services.model.weights import load_checkpoint
+        from barkstream.services.checkpoint.load import load_checkpoint
         from barkstream.services.stages.models import ModelOptions, load_stage_models
         from barkstream.services.stages.pipeline import Synthesizer
 

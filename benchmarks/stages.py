@@ -505,7 +505,7 @@ def targets(step: dict, e2e: dict, conc: dict) -> Table:
 
 def main(checkpoint: Path, quick: bool, with_hf: bool = True, device: str = "cpu") -> dict:
     from barkstream.services.bark.voices import VoiceLibrary
-    from barkstream.services.model.weights import load_checkpoint
+    from barkstream.services.checkpoint.load import load_checkpoint
 
     settings = QUICK if quick else FULL
     info = machine()

@@ -98,3 +98,27 @@ class FileSink:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self.part.unlink()
+
+
+class Tee:
+    """Several sinks fed the same stream (`say --play -o out.wav`: hear it and keep it)."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def start(self, header: tts_pb2.StreamHeader) -> None:
+        for sink in self.sinks:
+            sink.start(header)
+
+    def write(self, data: bytes) -> None:
+        for sink in self.sinks:
+            sink.write(data)
+
+    def finish(self) -> None:
+        for sink in self.sinks:
+            sink.finish()
+
+    def abort(self) -> None:
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                sink.abort()

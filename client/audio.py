@@ -36,7 +36,11 @@ def decode(data: bytes, encoding: int) -> np.ndarray:
 
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """Float samples -> int16 the way the server does it: clip to [-1, 1], scale by 32767, round."""
+    """Float samples -> int16: clip to [-1, 1], scale by 32767, round to nearest.
+
+    The one conversion the server, `barkstream generate` and the SDK share; it lives in the
+    client package (numpy only) because the client may not import the server.
+    """
     return np.rint(np.clip(samples, -1.0, 1.0) * INT16_SCALE).astype("<i2")
 
 

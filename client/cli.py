@@ -1,5 +1,5 @@
 """The `barkstream` command. Torch-free: server-side commands are handed to
-`barkstream.services.cli` only when they are asked for, so the light client
+`barkstream.services.cli.main` only when they are asked for, so the light client
 install keeps working without torch."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SERVER_COMMANDS:
         try:
-            from barkstream.services import cli as server_cli
+            from barkstream.services.cli.main import main as server_main
         except ImportError as e:
             print(f"barkstream {argv[0]}: error: needs the server extra "
                   f"(pip install 'barkstream[server]'): {e}", file=sys.stderr)
             return 2
-        return server_cli.main(argv)
+        return server_main(argv)
     from . import commands
 
     return commands.main(argv)

@@ -15,13 +15,15 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 from . import errors
 from ._channel import DEFAULT_TARGET, TLS
-from ._output import STDOUT, FileSink, Sink, StreamSink, infer_format
+from ._output import STDOUT, FileSink, Sink, StreamSink, Tee, infer_format
 from ._progress import ProgressLine
+from .play import PLAYABLE_FORMATS, PlaybackError, Player, require_sounddevice
 from .request import FORMATS, PARAMS
+from .suggest import SuggestingParser
 from .sync import TTSClient
 
 SERVER_COMMANDS = {
@@ -31,6 +33,7 @@ SERVER_COMMANDS = {
 }
 SAY_EXAMPLES = """examples:
   barkstream say "Hello there!" -o hello.wav
+  barkstream say "Hello there!" --play                               # needs pip install 'barkstream[play]'
   barkstream say "Hello there!" -o - | aplay -f S16_LE -r 24000     # plays while it is generated
   barkstream say --voice v2/en_speaker_6 --seed 7 --text-file story.txt -o story.wav
   cat story.txt | barkstream say --format f32 --sample-rate 48000 -o story.f32
@@ -42,11 +45,10 @@ class UsageError(Exception):
     """A mistake in the command line, found after parsing (text sources, output name)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (what is wrong, and where to look), not the usage block."""
+class _Parser(SuggestingParser):
+    """argparse, but an error is one line (what is wrong, a "did you mean", where to look)."""
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    exit_status = EXIT_USAGE
 
 
 def _connection_args(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -117,6 +119,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     say.add_argument("--text-file", metavar="FILE", help="read the text from FILE (- for stdin)")
     say.add_argument("-o", "--output", metavar="FILE", help="output file (.wav, .pcm, .f32), or - for raw "
                      "audio on stdout as it arrives")
+    say.add_argument("--play", action="store_true", help="play on the sound card while it streams (with or "
+                     "without -o; needs the play extra: pip install 'barkstream[play]')")
     say.add_argument("--voice", metavar="NAME", help="voice preset (see `barkstream voices`)")
     say.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed for reproducible audio")
     say.add_argument("--format", choices=list(FORMATS), help="audio encoding (default: from -o; pcm16 for -)")
@@ -176,9 +180,21 @@ def read_text(args: argparse.Namespace, stdin: TextIO) -> str:
     return text
 
 
+def _sinks(args: argparse.Namespace, io: _IO, fmt: str | None) -> Sink:
+    sinks: list[Sink] = []
+    if args.play:
+        if fmt is not None and fmt not in PLAYABLE_FORMATS:
+            raise UsageError(f"--play plays {', '.join(PLAYABLE_FORMATS)}, not {fmt}")
+        require_sounddevice()  # before any synthesis: a missing extra is said at once
+        sinks.append(Player())
+    if args.output or not args.play:
+        sinks.append(_sink(args.output, io.stdout.isatty(), io.stdout_binary))
+    return sinks[0] if len(sinks) == 1 else Tee(sinks)
+
+
 def _sink(output: str | None, stdout_is_tty: bool, binary_stdout: object) -> Sink:
     if not output:
-        raise UsageError("-o is required: a file (-o out.wav) or - for raw audio on stdout")
+        raise UsageError("-o is required: a file (-o out.wav), - for raw audio on stdout, or --play")
     if output == STDOUT:
         if stdout_is_tty:
             raise UsageError("refusing to write audio to a terminal: pipe it (-o - | aplay -f S16_LE -r 24000) "
@@ -196,10 +212,10 @@ def run_say(args: argparse.Namespace, io: _IO) -> int:
         fmt = infer_format(args.output or "", args.format) if args.output else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    sink = _sink(args.output, io.stdout.isatty(), io.stdout_binary)
+    sink = _sinks(args, io, fmt)
     params = {name: getattr(args, name) for name in PARAMS}
     progress = ProgressLine(io.stderr, enabled=not args.quiet and (args.progress or io.stderr.isatty()))
-    destination = "stdout" if args.output == STDOUT else args.output
+    destination = "stdout" if args.output == STDOUT else args.output or "the sound card"
     started = False
     with _client(args) as client, client.stream(
             text, voice=args.voice, seed=args.seed, format=fmt, sample_rate=args.sample_rate or None,
@@ -271,6 +287,9 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None, stdin: T
     except errors.BarkstreamError as e:
         io.stderr.write(f"{prog}: error: {e}{_hint(e, args.target)}\n")
         return _exit_code(e)
+    except PlaybackError as e:
+        io.stderr.write(f"{prog}: error: {e}\n")
+        return EXIT_ERROR
     except KeyboardInterrupt:
         io.stderr.write(f"{prog}: interrupted\n")
         return EXIT_INTERRUPTED

@@ -117,6 +117,10 @@ _BY_CODE: dict[grpc.StatusCode, type[BarkstreamError]] = {
 }
 
 
+DEADLINE_WORDING = "the call did not finish within its timeout"
+_NAME_THE_TARGET = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
 def error_class(code: grpc.StatusCode) -> type[BarkstreamError]:
     """The exception type a status code maps to."""
     return _BY_CODE.get(code, ServerError)
@@ -125,17 +129,24 @@ def error_class(code: grpc.StatusCode) -> type[BarkstreamError]:
 def from_rpc_error(err: grpc.RpcError, target: str = "") -> BarkstreamError:
     """Translate a grpc error (sync or aio) into the matching typed error.
 
-    `target` is added to transport-level UNAVAILABLE messages, which otherwise do not say
-    which server could not be reached.
+    `target` is added to UNAVAILABLE and DEADLINE_EXCEEDED messages, which otherwise do not
+    say which server could not be reached or did not answer in time.
     """
     code = _call(err, "code") or grpc.StatusCode.UNKNOWN
     details = _call(err, "details") or code.name.lower().replace("_", " ")
     trailing = _call(err, "trailing_metadata") or ()
-    if code is grpc.StatusCode.UNAVAILABLE and target and target not in details:
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        details = _deadline_wording(details)
+    if code in _NAME_THE_TARGET and target and target not in details:
         details = f"{target}: {details}"
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded":
-        details = "the call did not finish within its timeout"
     return error_class(code)(details, code=code, trailing_metadata=trailing, rpc_error=err)
+
+
+def _deadline_wording(details: str) -> str:
+    """One wording, whether gRPC ran out of time locally ("Deadline Exceeded") or the server said so."""
+    said = details.strip()
+    generic = said.lower() in ("", "deadline exceeded", "deadline_exceeded")
+    return DEADLINE_WORDING + ("" if generic else f": {said}")
 
 
 def _call(err: grpc.RpcError, name: str) -> Any:

@@ -1,7 +1,8 @@
 """Assemble a server for one role (a stage, the orchestrator, or all five in one process).
 
-The servicers are registered before the port opens; models load during the
-warm-up, while health says NOT_SERVING and admission refuses streams. Each
+The servicers are built once and registered before the port opens; models, tokenizer,
+voices and stage channels are made during the warm-up (into the `Ready` slots the servicers
+hold), while health says NOT_SERVING and admission refuses streams. Each
 stage process loads only its own model.
 """
 
@@ -17,8 +18,9 @@ import grpc
 from barkstream.v1 import stages_pb2, stages_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from .common.config import ServerConfig, _help
+from .common.ready import Ready
 from .common.server import ServerHandle, client_channel_options
-from .common.telemetry import Telemetry
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,10 @@ class ServeConfig:
 
 def checkpoint_dir(cfg: ServeConfig) -> Path:
     """The directory to load, writing a random checkpoint first when asked to."""
-    from .model.hub import resolve_checkpoint
+    from .checkpoint.hub import resolve_checkpoint
 
     if cfg.random_checkpoint:
-        from .model.checkpoint import write_random_checkpoint
+        from .checkpoint.random_writer import write_random_checkpoint
 
         default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}"
         out = Path(cfg.random_checkpoint_dir or default)
@@ -127,6 +129,10 @@ class App:
         self.handle = ServerHandle(server, names,
                                    interceptors=self.telemetry.server_interceptors() + self._front_door(names))
         self.servicers: dict[str, object] = {}
+        # What the warm-up makes; the servicers hold these from construction.
+        self.runner_slots: dict[str, Ready] = {}
+        self.tokenizer: Ready = Ready("the tokenizer")
+        self.pipeline: Ready = Ready("the voices, tokenizer and stage channels")
         self.runners: dict = {}
         self.stage_clients = None
         self._register()
@@ -157,53 +163,64 @@ class App:
         return min(self.server_config.max_concurrent_streams, self.serve_config.max_batch + queued)
 
     def _register(self) -> None:
+        """Build each servicer once, holding `Ready` slots for what the warm-up will make."""
         # Each stage servicer is imported only when this process runs that stage: they pull in
         # torch, which an orchestrator-only process must not load.
         server, h = self.handle.server, self.handle
         # With the orchestrator in this process, its streams call these stages: they drain after it.
         inner, limit = self.orchestrated, self._stage_limit()
+        for stage in self.stages:
+            self.runner_slots[stage] = Ready(f"the {stage} engine")
         if "semantic" in self.stages:
             from .semantic.servicer import SemanticServicer
 
-            self.servicers["semantic"] = s = SemanticServicer(None, h.admission("semantic", limit, inner=inner), None)
+            self.servicers["semantic"] = s = SemanticServicer(
+                self.runner_slots["semantic"], h.admission("semantic", limit, inner=inner), self.tokenizer)
             stages_pb2_grpc.add_SemanticServiceServicer_to_server(s, server)
         if "coarse" in self.stages:
             from .coarse.servicer import CoarseServicer
 
-            self.servicers["coarse"] = s = CoarseServicer(None, h.admission("coarse", limit, inner=inner))
+            self.servicers["coarse"] = s = CoarseServicer(
+                self.runner_slots["coarse"], h.admission("coarse", limit, inner=inner))
             stages_pb2_grpc.add_CoarseServiceServicer_to_server(s, server)
         if "fine" in self.stages:
             from .fine.servicer import FineServicer
 
-            self.servicers["fine"] = s = FineServicer(None, h.admission("fine", limit, inner=inner))
+            self.servicers["fine"] = s = FineServicer(
+                self.runner_slots["fine"], h.admission("fine", limit, inner=inner))
             stages_pb2_grpc.add_FineServiceServicer_to_server(s, server)
         if "codec" in self.stages:
             from .codec.servicer import CodecServicer
 
-            self.servicers["codec"] = s = CodecServicer(None, h.admission("codec", limit, inner=inner))
+            self.servicers["codec"] = s = CodecServicer(
+                self.runner_slots["codec"], h.admission("codec", limit, inner=inner))
             stages_pb2_grpc.add_CodecServiceServicer_to_server(s, server)
         if self.orchestrated:
             from .orchestrator.servicer import OrchestratorLimits, TextToSpeechServicer
 
             limits = OrchestratorLimits(self.serve_config.max_text_chars, self.serve_config.max_segments,
                                         self.serve_config.max_segment_tokens)
-            self.servicers["orchestrator"] = s = TextToSpeechServicer(None, None, None, h.admission("orchestrator"),
-                                                                      limits, telemetry=self.telemetry)
+            self.servicers["orchestrator"] = s = TextToSpeechServicer(
+                self.pipeline, h.admission("orchestrator"), limits, telemetry=self.telemetry)
             tts_pb2_grpc.add_TextToSpeechServicer_to_server(s, server)
 
     async def warmup(self) -> None:
-        await asyncio.to_thread(self._load)
+        """Load what the servicers call (models, tokenizer, voices, stage channels): health follows it."""
+        tokenizer, voices = await asyncio.to_thread(self._load)
+        self.tokenizer.set(tokenizer)
         if self.orchestrated:
-            self._connect_stages()
+            from .orchestrator.synthesis import Pipeline
 
-    def _load(self) -> None:
+            self.pipeline.set(Pipeline(self._connect_stages(), tokenizer, voices))
+
+    def _load(self):
         from .bark.tokenizer import BarkTokenizer
         from .bark.voices import HF_INDEX, VoiceLibrary
 
         cfg = self.serve_config
         root = checkpoint_dir(cfg)
         if self.stages:
-            from .model.weights import load_checkpoint
+            from .checkpoint.load import load_checkpoint
 
             ckpt = load_checkpoint(root)
             self._start_engines(ckpt)
@@ -212,16 +229,13 @@ class App:
         # reads them without loading (or holding) any weights.
         has_tokenizer = any((root / n).is_file() for n in ("tokenizer.json", "vocab.txt"))
         tokenizer = BarkTokenizer.from_dir(root) if has_tokenizer else None
-        if "semantic" in self.servicers:
-            self.servicers["semantic"].tokenizer = tokenizer
-        if self.orchestrated:
-            if tokenizer is None:
-                raise ValueError(f"checkpoint {root} has no tokenizer files (vocab.txt / tokenizer.json)")
-            roots = [root] if (root / HF_INDEX).is_file() else []
-            roots += [Path(p) for p in cfg.voices_dir.split(",") if p.strip()]
-            orch = self.servicers["orchestrator"]
-            orch.tokenizer = tokenizer
-            orch.voices = VoiceLibrary(roots)
+        if not self.orchestrated:
+            return tokenizer, None
+        if tokenizer is None:
+            raise ValueError(f"checkpoint {root} has no tokenizer files (vocab.txt / tokenizer.json)")
+        roots = [root] if (root / HF_INDEX).is_file() else []
+        roots += [Path(p) for p in cfg.voices_dir.split(",") if p.strip()]
+        return tokenizer, VoiceLibrary(roots)
 
     def _start_engines(self, ckpt) -> None:
         from .stages.coarse import CoarseEngine
@@ -244,9 +258,9 @@ class App:
             observer = self.telemetry.stage(stage)
             runner = EngineRunner(engines[stage](observer), stage, observer=observer).start()
             self.runners[stage] = runner
-            self.servicers[stage].runner = runner
+            self.runner_slots[stage].set(runner)
 
-    def _connect_stages(self) -> None:
+    def _connect_stages(self):
         from .common.auth import bearer_metadata
         from .common.tls import stage_channel_tls
         from .orchestrator.stage_clients import StageClients
@@ -262,7 +276,7 @@ class App:
             options=client_channel_options(self.server_config) + (tls.options() if tls else []),
             credentials=tls.credentials() if tls else None, call_metadata=bearer_metadata(self._internal_token),
             max_attempts=cfg.stage_attempts, interceptors=self.telemetry.client_interceptors())
-        self.servicers["orchestrator"].stages = self.stage_clients
+        return self.stage_clients
 
     async def serve(self, handle_signals: bool = True) -> None:
         try:

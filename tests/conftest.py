@@ -7,14 +7,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_dir(tmp_path_factory):
-    from barkstream.services.model.checkpoint import write_random_checkpoint
+    from barkstream.services.checkpoint.random_writer import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", size="tiny", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_checkpoint_dir):
-    from barkstream.services.model.weights import load_checkpoint
+    from barkstream.services.checkpoint.load import load_checkpoint
 
     return load_checkpoint(tiny_checkpoint_dir)
 
@@ -69,7 +69,7 @@ class EmbeddedServer:
 
     def __init__(self, role: str, serve_config, server_config=None, hold_warmup=None, telemetry=None):
         """hold_warmup: a threading.Event the warm-up waits for (the server stays NOT_SERVING until set).
-        telemetry: a services.common.telemetry.Telemetry for the App (default: off)."""
+        telemetry: a services.telemetry.Telemetry for the App (default: off)."""
         import asyncio
         import threading
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from barkstream.services.model.weights import Checkpoint
-from barkstream.services.model.weights_names import to_suno_state
+from barkstream.services.checkpoint.gpt_names import to_suno_state
+from barkstream.services.checkpoint.load import Checkpoint
 
 PROMPTS = Path(__import__("bark").__file__).parent / "assets" / "prompts"
 

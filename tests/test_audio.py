@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import soxr
 
-from barkstream.services.common.audio import (
+from barkstream.client.audio import finalize_wav_header
+from barkstream.services.common.errors import InvalidRequest
+from barkstream.services.orchestrator.audio import (
     NATIVE_SAMPLE_RATE,
     SUPPORTED_SAMPLE_RATES,
     UNKNOWN_WAV_SIZE,
@@ -18,11 +20,9 @@ from barkstream.services.common.audio import (
     AudioFormat,
     Encoding,
     encode_samples,
-    finalize_wav,
     resolve_format,
     wav_header,
 )
-from barkstream.services.common.errors import InvalidRequest
 from barkstream.v1 import tts_pb2
 
 
@@ -181,6 +181,11 @@ def test_streaming_wav_header_fields():
     assert fields[4:11] == (16, 1, 1, 44_100, 88_200, 2, 16)
     assert fields[1] == fields[12] == UNKNOWN_WAV_SIZE
     assert AudioEncoder(resolve_format(tts_pb2.AUDIO_ENCODING_PCM_S16LE)).header() == b""
+
+
+def finalize_wav(stream: bytes) -> bytes:
+    """A streamed WAV (header + data) with its real sizes, as the SDK saves it."""
+    return finalize_wav_header(stream[:44], len(stream) - 44) + stream[44:]
 
 
 def test_streamed_wav_reads_and_finalized_wav_is_valid():

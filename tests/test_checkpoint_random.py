@@ -1,4 +1,4 @@
-"""Random checkpoints (services/model/checkpoint.py) are real Bark snapshots with decisive logits."""
+"""Random checkpoints (services/checkpoint/random_writer.py) are real Bark snapshots with decisive logits."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ import torch
 from barkstream.services.bark import constants as C
 from barkstream.services.bark.tokenizer import BarkTokenizer
 from barkstream.services.bark.voices import VoiceLibrary
-from barkstream.services.cli_checkpoint import main as cli_main
-from barkstream.services.model.checkpoint import (
+from barkstream.services.checkpoint.gpt_names import to_suno_state
+from barkstream.services.checkpoint.load import load_checkpoint
+from barkstream.services.checkpoint.random_writer import (
     VOICES,
     random_codec_state,
     random_gpt_state,
     tokenizer_vocab,
     write_random_checkpoint,
 )
+from barkstream.services.cli.main import main as cli_main
 from barkstream.services.model.config import bark_tiny
-from barkstream.services.model.weights import load_checkpoint, to_suno_state
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")
 
@@ -150,6 +151,19 @@ def test_voices_are_valid(tiny: Path) -> None:
         v = lib.load(name)
         assert v.coarse_prompt.shape[1] == v.fine_prompt.shape[1]
         assert np.array_equal(v.fine_prompt[:2], v.coarse_prompt)
+
+
+def test_voices_are_every_suno_v2_preset_with_real_shapes(tiny: Path) -> None:
+    """An example written for suno/bark-small (voice="v2/en_speaker_6") finds its voice offline."""
+    suno = Path(__import__("bark").__file__).parent / "assets" / "prompts" / "v2"
+    real_names = {f"v2/{p.stem}" for p in suno.glob("*_speaker_*.npz")}
+    assert len(real_names) == 130 and set(VOICES) == real_names
+    real = np.load(suno / "en_speaker_6.npz")
+    ours = VoiceLibrary([tiny]).load("v2/en_speaker_6")
+    for key in ("semantic_prompt", "coarse_prompt", "fine_prompt"):
+        assert getattr(ours, key).ndim == real[key].ndim and getattr(ours, key).shape[:-1] == real[key].shape[:-1]
+        assert getattr(ours, key).dtype.kind == "i"
+    assert ours.semantic_prompt.max() < C.SEMANTIC_VOCAB_SIZE and ours.coarse_prompt.max() < C.CODEBOOK_SIZE
 
 
 def test_refuses_to_overwrite(tiny: Path) -> None:

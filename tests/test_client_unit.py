@@ -155,6 +155,14 @@ def test_unavailable_names_the_target():
     assert err.message == "h:1: Connection refused"
 
 
+def test_deadline_exceeded_has_one_wording_that_names_the_target():
+    local = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), "h:1")
+    server = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"), "h:1")
+    assert local.message == server.message == "h:1: the call did not finish within its timeout"
+    detailed = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "semantic stage"), "h:1")
+    assert detailed.message == "h:1: the call did not finish within its timeout: semantic stage"
+
+
 # --------------------------------------------------------------------------------- channel
 @pytest.mark.parametrize(("target", "expected"), [
     ("localhost", "localhost:50051"), ("h:7", "h:7"), ("[::1]", "[::1]:50051"), ("[::1]:9", "[::1]:9"),
@@ -383,6 +391,36 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, stdin, needle):
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("barkstream") and "error:" in lines[0], err
     assert needle in lines[0]
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["sya", "hi"], "did you mean say?"),
+    (["say", "hi", "--voise", "v2/en_speaker_6", "-o", "x.wav"], "did you mean --voice?"),
+    (["say", "hi", "--sample-rte=16000", "-o", "x.wav"], "did you mean --sample-rate?"),
+    (["say", "hi", "--format", "wva", "-o", "x.wav"], "did you mean wav?"),
+    (["voises"], "did you mean voices?"),
+])
+def test_a_typo_gets_a_did_you_mean(argv, hint):
+    code, _, err = run_cli(argv)
+    assert code == 2 and len(err.splitlines()) == 1 and f"; {hint} (see barkstream" in err, err
+
+
+def test_no_suggestion_when_nothing_is_close():
+    code, _, err = run_cli(["dance"])
+    assert code == 2 and "did you mean" not in err
+
+
+def test_server_commands_suggest_too(capsys):
+    from barkstream.services.cli.main import build_parser
+
+    for argv, hint in ((["serve", "--log-levle=debug"], "did you mean --log-level?"),
+                       (["checkpoint", "randon", "x"], "did you mean random?")):
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(argv)
+        assert exit_.value.code == 2 and hint in capsys.readouterr().err
+    assert build_parser().parse_args(["serve", "--log-level", "debug"]).log_level == "DEBUG"
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    assert "least severe log messages shown" in help_text
 
 
 def test_refuses_to_write_audio_to_a_terminal():

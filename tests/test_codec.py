@@ -55,7 +55,7 @@ def codec(reference: encodec.EncodecModel) -> Codec:
 
 @pytest.fixture(scope="module")
 def decoder(codec: Codec) -> StreamingDecoder:
-    return codec.streaming()
+    return StreamingDecoder(codec)
 
 
 # --- one-shot decode -------------------------------------------------------------------------------

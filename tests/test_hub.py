@@ -1,4 +1,4 @@
-"""Checkpoint resolution (services/model/hub.py); never touches the network."""
+"""Checkpoint resolution (services/checkpoint/hub.py); never touches the network."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import huggingface_hub
 import pytest
 from huggingface_hub import constants
 
-from barkstream.services.model.hub import COMMON_PATTERNS, HubUnavailableError, resolve_checkpoint
-from barkstream.services.model.weights import CheckpointError
+from barkstream.services.checkpoint.hub import COMMON_PATTERNS, HubUnavailableError, resolve_checkpoint
+from barkstream.services.checkpoint.layout import CheckpointError
 
 
 def test_local_path_is_used_as_is(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ carries the Kubernetes OpenAPI schemas (no cluster, no network), in strict mode 
 for the oldest Kubernetes the manifests support (gRPC probes, autoscaling/v2, policy/v1: 1.29) and the newest
 it knows. Without the tools these tests skip with the reason; under CI (CI=true) they fail instead.
 
-Also here: the command the checkpoint Job runs (`python -m barkstream.services.cli_fetch`), offline.
+Also here: the command the checkpoint Job runs (`python -m barkstream.services.cli checkpoint fetch`), offline.
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ def test_checkpoint_job_fills_the_shared_volume_the_servers_read(overlay):
     _, objects = overlay
     (job,) = by_kind(objects, "Job").values()
     c = pod_spec(job)["containers"][0]
-    assert c["command"] == ["python", "-m", "barkstream.services.cli_fetch"]
+    assert c["command"] == ["python", "-m", "barkstream.services.cli", "checkpoint", "fetch"]
     assert c["args"][1] == config(objects)["BARKSTREAM_CHECKPOINT"]
     (pvc,) = by_kind(objects, "PersistentVolumeClaim").values()
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
@@ -358,7 +358,8 @@ def test_telemetry_goes_to_the_collector(overlay):
 def test_checkpoint_fetch_downloads_verifies_and_marks_once(tmp_path, tiny_checkpoint_dir, monkeypatch, capsys):
     import huggingface_hub
 
-    from barkstream.services import cli_fetch
+    from barkstream.services.checkpoint.hub import COMPLETE_MARKER
+    from barkstream.services.cli.main import main
 
     calls = []
 
@@ -369,10 +370,10 @@ def test_checkpoint_fetch_downloads_verifies_and_marks_once(tmp_path, tiny_check
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     out = tmp_path / "suno" / "bark-small"
-    assert cli_fetch.main(["suno/bark-small", str(out)]) == 0
-    assert (out / cli_fetch.MARKER).is_file() and (out / "pytorch_model.bin").is_file()
+    assert main(["checkpoint", "fetch", "suno/bark-small", str(out)]) == 0
+    assert (out / COMPLETE_MARKER).is_file() and (out / "pytorch_model.bin").is_file()
     assert calls[0][0] == "suno/bark-small" and "config.json" in calls[0][2]
-    assert cli_fetch.main([str(out)]) == 0, "a second run (a re-applied Job) finds it complete"
+    assert main(["checkpoint", "fetch", str(out)]) == 0, "a second run (a re-applied Job) finds it complete"
     assert len(calls) == 1 and "already complete" in capsys.readouterr().out
 
 
@@ -381,7 +382,8 @@ def test_checkpoint_fetch_writes_no_marker_for_a_checkpoint_that_does_not_load(t
                                                                                 monkeypatch):
     import huggingface_hub
 
-    from barkstream.services import cli_fetch
+    from barkstream.services.checkpoint.hub import COMPLETE_MARKER
+    from barkstream.services.cli.main import main
 
     def incomplete_download(repo_id, revision=None, local_dir=None, allow_patterns=None, **_):
         shutil.copytree(tiny_checkpoint_dir, local_dir, dirs_exist_ok=True,
@@ -389,5 +391,5 @@ def test_checkpoint_fetch_writes_no_marker_for_a_checkpoint_that_does_not_load(t
         return str(local_dir)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", incomplete_download)
-    assert cli_fetch.main([str(tmp_path / "ck")]) == 1
-    assert not (tmp_path / "ck" / cli_fetch.MARKER).exists()
+    assert main(["checkpoint", "fetch", str(tmp_path / "ck")]) == 1
+    assert not (tmp_path / "ck" / COMPLETE_MARKER).exists()

@@ -27,12 +27,12 @@ app = App("orchestrator", ServeConfig(checkpoint=checkpoint, semantic_target=now
 
 async def main():
     await app.warmup()
-    orch = app.servicers["orchestrator"]
+    pipeline = app.servicers["orchestrator"].pipeline.get()
     report = {
         "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")),
-        "tokenizer": orch.tokenizer is not None,
-        "voices": orch.voices is not None,
-        "stages": orch.stages is not None,
+        "tokenizer": pipeline.tokenizer is not None,
+        "voices": pipeline.voices is not None,
+        "stages": pipeline.stages is not None,
     }
     await app.close()
     print(json.dumps(report))

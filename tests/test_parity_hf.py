@@ -119,7 +119,7 @@ def _interleave(frames: np.ndarray) -> np.ndarray:
 
 
 def _save_and_load(model, path):
-    from barkstream.services.model.weights import load_checkpoint
+    from barkstream.services.checkpoint.load import load_checkpoint
     from barkstream.services.stages.models import load_stage_models
 
     model.save_pretrained(path)

@@ -106,7 +106,7 @@ def test_serve_config_checks_quantize():
 
 
 def test_generate_cli_takes_quantize():
-    from barkstream.services.cli import build_parser
+    from barkstream.services.cli.main import build_parser
 
     args = build_parser().parse_args(["generate", "hi", "-o", "x.wav", "--quantize", "int8"])
     assert args.quantize == "int8"

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from barkstream.services import cli_serve
+from barkstream.services.cli import serve as cli_serve
 from barkstream.services.orchestrator.recovery import (
     SEED_BITS,
     SegmentAttempt,

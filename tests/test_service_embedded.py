@@ -22,7 +22,7 @@ import soxr
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from barkstream.services.bark.voices import VoiceLibrary
-from barkstream.services.model.checkpoint import VOICES
+from barkstream.services.checkpoint.random_writer import VOICES
 from barkstream.v1 import stages_pb2, tts_pb2, tts_pb2_grpc
 
 from .service_helpers import (

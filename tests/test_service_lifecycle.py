@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from barkstream.services.app import SERVICE_NAMES, ServeConfig
 from barkstream.services.common.admission import RETRY_AFTER_METADATA_KEY
 from barkstream.services.common.config import ServerConfig
-from barkstream.v1 import tts_pb2_grpc
+from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
 from .conftest import EmbeddedServer, ServeProcess
 from .service_helpers import (
@@ -80,6 +80,9 @@ def test_health_through_warm_up_and_drain(tiny_checkpoint_dir):
         assert set(health(server.target).values()) == {NOT_SERVING}
         err = rpc_error(lambda: synthesize(server.target, synth_request(ONE_SEGMENT)))
         assert err.code() == grpc.StatusCode.UNAVAILABLE and "not ready" in err.details(), err.details()
+        with grpc.insecure_channel(server.target) as channel:  # not admitted, but no voices yet: UNAVAILABLE
+            err = rpc_error(lambda: tts_pb2_grpc.TextToSpeechStub(channel).ListVoices(tts_pb2.ListVoicesRequest()))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE and "still starting" in err.details(), err.details()
         with grpc.insecure_channel(server.target) as channel:  # reflection answers before warm-up too
             assert set(SERVICE_NAMES.values()) <= set(ProtoReflectionDescriptorDatabase(channel).get_services())
 

@@ -255,7 +255,7 @@ def traced_server(tiny_checkpoint_dir):
     from opentelemetry.sdk.trace import TracerProvider
 
     from barkstream.services.app import ServeConfig
-    from barkstream.services.common.telemetry import Telemetry
+    from barkstream.services.telemetry import Telemetry
 
     recorder = _recorder()
     tracer_provider = TracerProvider(resource=Resource.create({"service.name": "barkstream"}))
@@ -334,7 +334,7 @@ def test_embedded_errors_and_cancellation_end_every_span(traced_server):
 def test_embedded_prometheus_endpoint(tiny_checkpoint_dir):
     """--metrics-port's path: Telemetry.from_environment with no OTLP endpoint: metrics only, on /metrics."""
     from barkstream.services.app import ServeConfig
-    from barkstream.services.common.telemetry import Telemetry, TelemetryConfig
+    from barkstream.services.telemetry import Telemetry, TelemetryConfig
 
     port = free_port()
     telemetry = Telemetry.from_environment("all", TelemetryConfig(metrics_port=port, metrics_host="127.0.0.1"), {})
@@ -359,8 +359,8 @@ def test_embedded_prometheus_endpoint(tiny_checkpoint_dir):
 
 # -- configuration --------------------------------------------------------------------------------
 def test_telemetry_is_off_by_default_and_configured_by_otel_variables(monkeypatch):
-    from barkstream.services.common.telemetry import Telemetry, TelemetryConfig
     from barkstream.services.stages.observe import NULL_OBSERVER
+    from barkstream.services.telemetry import Telemetry, TelemetryConfig
 
     off = Telemetry()
     assert not off.enabled and off.server_interceptors() == [] and off.client_interceptors() == []
@@ -395,9 +395,9 @@ def test_telemetry_is_off_by_default_and_configured_by_otel_variables(monkeypatc
 def test_serve_flags_and_environment(monkeypatch):
     import argparse
 
-    from barkstream.services.cli_serve import register
+    from barkstream.services.cli.serve import register
     from barkstream.services.common.config import dataclass_from_args
-    from barkstream.services.common.telemetry import TelemetryConfig
+    from barkstream.services.telemetry import TelemetryConfig
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

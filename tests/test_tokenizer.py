@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from barkstream.services.bark.tokenizer import BarkTokenizer, TokenizerError, normalize_text
-from barkstream.services.model.checkpoint import tokenizer_vocab
+from barkstream.services.checkpoint.random_writer import tokenizer_vocab
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")
 

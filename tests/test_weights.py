@@ -1,4 +1,4 @@
-"""Checkpoint loading, naming conversion and verification (services/model/weights*.py)."""
+"""Checkpoint loading, naming conversion and verification (services/checkpoint/)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from barkstream.services.checkpoint.codec_names import codec_encodec_to_hf, codec_expected_shapes, codec_hf_to_encodec
+from barkstream.services.checkpoint.gpt_names import convert_suno_state, expected_shapes, to_suno_state
+from barkstream.services.checkpoint.layout import CheckpointError
+from barkstream.services.checkpoint.load import load_checkpoint, load_codec_weights
 from barkstream.services.model.config import BarkConfig, bark_tiny
-from barkstream.services.model.weights import (
-    CheckpointError,
-    codec_encodec_to_hf,
-    codec_hf_to_encodec,
-    convert_suno_state,
-    expected_shapes,
-    load_checkpoint,
-    load_codec_weights,
-    to_suno_state,
-)
-from barkstream.services.model.weights_codec import codec_expected_shapes
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")
 

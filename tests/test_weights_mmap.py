@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from barkstream.services.model.weights_io import CheckpointError, is_zip_torch_file, torch_load
+from barkstream.services.checkpoint.layout import CheckpointError
+from barkstream.services.checkpoint.tensor_files import is_zip_torch_file, torch_load
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc/self/maps")
 
@@ -114,8 +115,8 @@ def test_rewriting_a_checkpoint_under_a_loaded_process_is_safe(tmp_path: Path) -
 
     script = f"""
 import torch
-from barkstream.services.model.checkpoint import write_random_checkpoint
-from barkstream.services.model.weights import load_checkpoint
+from barkstream.services.checkpoint.random_writer import write_random_checkpoint
+from barkstream.services.checkpoint.load import load_checkpoint
 root = write_random_checkpoint({str(tmp_path / "ck")!r}, size="tiny", seed=0)
 held = load_checkpoint(root).semantic["input_embeds_layer.weight"]
 before = held.clone()

@@ -6,13 +6,14 @@ from contextlib import aclosing
 
 import grpc
 
-from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
+from barkstream.v1 import stages_pb2, stages_pb2_grpc
 
 from ..common import convert
 from ..common.admission import Admission
+from ..common.ready import Ready
+from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.streaming import engine_outputs, first_message
-from ..common.telemetry import annotate
+from ..common.streaming import Inputs, engine_outputs, first_message
 from ..stages.coarse import CoarseRequest, CoarseStream
 from ..stages.runner import EngineRunner
 
@@ -29,7 +30,7 @@ def request_from_pb(cfg: stages_pb2.CoarseConfig) -> CoarseRequest:
 
 
 class CoarseServicer(stages_pb2_grpc.CoarseServiceServicer):
-    def __init__(self, runner: EngineRunner, admission: Admission):
+    def __init__(self, runner: Ready[EngineRunner], admission: Admission):
         self.runner = runner
         self.admission = admission
 
@@ -39,15 +40,12 @@ class CoarseServicer(stages_pb2_grpc.CoarseServiceServicer):
             core = request_from_pb(cfg)
             stream = CoarseStream(core)
             annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            outputs = engine_outputs(request_iterator, self.runner, stream,
-                                     lambda job: self.runner.engine.attach(job, stream, core.seed), "semantic",
-                                     lambda m: convert.semantic_from_pb(m.semantic.tokens, "semantic"))
-            sequence = offset = 0
+            runner = self.runner.get()
+            inputs = Inputs(request_iterator, stream, "semantic",
+                            lambda m: convert.semantic_from_pb(m.semantic.tokens, "semantic"))
+            outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream, core.seed), inputs)
+            numbering = convert.TokenChunks(cfg.request_id, cfg.segment_index)
             async with aclosing(outputs):
                 async for frames in outputs:
-                    yield stages_pb2.CoarseGenerateResponse(chunk=convert.token_chunk(
-                        frames, request_id=cfg.request_id, segment_index=cfg.segment_index,
-                        sequence_number=sequence, offset=offset))
-                    sequence, offset = sequence + 1, offset + frames.shape[1]
-            yield stages_pb2.CoarseGenerateResponse(end=common_pb2.StageEnd(
-                request_id=cfg.request_id, segment_index=cfg.segment_index, total=offset))
+                    yield stages_pb2.CoarseGenerateResponse(chunk=numbering.chunk(frames))
+            yield stages_pb2.CoarseGenerateResponse(end=numbering.end())

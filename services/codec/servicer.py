@@ -11,15 +11,16 @@ from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
 from ..bark import constants as C
 from ..common import convert
 from ..common.admission import Admission
+from ..common.ready import Ready
+from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.streaming import engine_outputs, first_message
-from ..common.telemetry import annotate
+from ..common.streaming import Inputs, engine_outputs, first_message
 from ..stages.codec import CodecStream
 from ..stages.runner import EngineRunner
 
 
 class CodecServicer(stages_pb2_grpc.CodecServiceServicer):
-    def __init__(self, runner: EngineRunner, admission: Admission):
+    def __init__(self, runner: Ready[EngineRunner], admission: Admission):
         self.runner = runner
         self.admission = admission
 
@@ -28,9 +29,9 @@ class CodecServicer(stages_pb2_grpc.CodecServiceServicer):
             cfg = (await first_message(request_iterator, "config")).config
             stream = CodecStream()
             annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            outputs = engine_outputs(request_iterator, self.runner, stream,
-                                     lambda job: self.runner.engine.attach(job, stream), "fine",
-                                     lambda m: convert.fine_from_pb(m.fine.tokens, "fine"))
+            runner = self.runner.get()
+            outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream), Inputs(
+                request_iterator, stream, "fine", lambda m: convert.fine_from_pb(m.fine.tokens, "fine")))
             sequence = start = 0
             async with aclosing(outputs):
                 async for pcm in outputs:

@@ -126,6 +126,8 @@ class ServerConfig:
     tls_key_file: str = field(default="", metadata=_help("PEM private key of --tls-cert-file"))
     tls_client_ca_file: str = field(default="", metadata=_help(
         "PEM CA: require client certificates it issued (mutual TLS; stages behind an orchestrator)"))
+    log_format: str = field(default="plain", metadata=_help(
+        "per-request log lines as plain key=value text or json (INFO on the orchestrator, DEBUG on the stages)"))
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -144,6 +146,8 @@ class ServerConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: use 0 or more")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file: give both (TLS) or neither (plaintext)")
+        if self.log_format not in ("plain", "json"):
+            raise ValueError(f"log_format={self.log_format!r}: use plain or json")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (mutual TLS is TLS)")
 

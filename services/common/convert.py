@@ -1,4 +1,4 @@
-"""Protobuf <-> numpy for the stage messages (no torch).
+"""Protobuf <-> numpy and core params, both ways, for every message (no torch).
 
 Arrays travel as `TokenArray` (packed int32 values + shape, row-major; see common.proto).
 Everything arriving from the wire is checked here, once, with messages that name the field
@@ -107,6 +107,25 @@ def token_chunk(tokens: np.ndarray, *, request_id: str, segment_index: int, sequ
                                   sequence_number=sequence_number, offset=offset)
     array_to_pb(tokens, chunk.tokens)
     return chunk
+
+
+class TokenChunks:
+    """Numbers a stage's output arrays as TokenChunks: sequence from 0, offset = tokens/frames before."""
+
+    def __init__(self, request_id: str, segment_index: int) -> None:
+        self.request_id = request_id
+        self.segment_index = segment_index
+        self.sequence = 0
+        self.offset = 0
+
+    def chunk(self, tokens: np.ndarray) -> common_pb2.TokenChunk:
+        out = token_chunk(tokens, request_id=self.request_id, segment_index=self.segment_index,
+                          sequence_number=self.sequence, offset=self.offset)
+        self.sequence, self.offset = self.sequence + 1, self.offset + tokens.shape[-1]
+        return out
+
+    def end(self) -> common_pb2.StageEnd:
+        return common_pb2.StageEnd(request_id=self.request_id, segment_index=self.segment_index, total=self.offset)
 
 
 class ChunkSequence:
@@ -227,3 +246,33 @@ def generation_params_from_pb(msg: tts_pb2.SynthesisParams,
     return bark_params.GenerationParams(semantic_params_from_pb(msg.semantic, f"{field}.semantic"),
                                         coarse_params_from_pb(msg.coarse, f"{field}.coarse"),
                                         fine_params_from_pb(msg.fine, f"{field}.fine"))
+
+
+# Core params -> protobuf: what the orchestrator forwards to the stages (the inverse of the above).
+
+
+def sampling_to_pb(p: bark_params.SamplingParams) -> common_pb2.SamplingParams:
+    msg = common_pb2.SamplingParams(temperature=p.temperature, greedy=p.greedy)
+    if p.top_k is not None:
+        msg.top_k = p.top_k
+    if p.top_p is not None:
+        msg.top_p = p.top_p
+    return msg
+
+
+def semantic_params_to_pb(p: bark_params.SemanticParams) -> common_pb2.SemanticParams:
+    msg = common_pb2.SemanticParams(sampling=sampling_to_pb(p.sampling), allow_early_stop=p.allow_early_stop)
+    if p.min_eos_p is not None:
+        msg.min_eos_p = p.min_eos_p
+    if p.max_gen_duration_s is not None:
+        msg.max_gen_duration_s = p.max_gen_duration_s
+    return msg
+
+
+def coarse_params_to_pb(p: bark_params.CoarseParams) -> common_pb2.CoarseParams:
+    return common_pb2.CoarseParams(sampling=sampling_to_pb(p.sampling), max_coarse_history=p.max_coarse_history,
+                                   sliding_window_len=p.sliding_window_len)
+
+
+def fine_params_to_pb(p: bark_params.FineParams) -> common_pb2.FineParams:
+    return common_pb2.FineParams(temperature=p.sampling.temperature, greedy=p.sampling.greedy)

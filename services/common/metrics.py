@@ -1,7 +1,7 @@
 """Every metric barkstream records, in one place: names, units, buckets, attributes.
 
 The instruments are made from an OpenTelemetry `Meter` (the SDK's or a no-op one); the
-exporters (OTLP, the Prometheus scrape endpoint) are chosen in `telemetry.py`. OpenTelemetry
+exporters (OTLP, the Prometheus scrape endpoint) are chosen in `otel_setup.py`. OpenTelemetry
 names translate to Prometheus names by the usual rules: dots become underscores, the unit is
 appended and counters get `_total` (`barkstream.stage.tokens` -> `barkstream_stage_tokens_total`,
 `rpc.server.call.duration` -> `rpc_server_call_duration_seconds_bucket/_sum/_count`).
@@ -88,6 +88,7 @@ class Instruments:
             QUEUE_DURATION, unit="s", description="Time from a stream's arrival at a stage engine to its first batch "
             "(streaming stages include waiting for their first input).",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS)
+        self._attributes: dict[tuple[str, str], dict[str, str]] = {}
         self._queue_sources: list[tuple[str, Callable[[], int]]] = []
         self._stream_sources: list[Callable[[], Iterable[tuple[str, int]]]] = []
         meter.create_observable_up_down_counter(
@@ -97,8 +98,31 @@ class Instruments:
             ACTIVE_STREAMS, callbacks=[self._observe_streams], unit="{stream}",
             description="Streams each service is serving now (admission slots held).")
 
+    # -- what a stage engine records (stages/engine_telemetry.py's EngineMetrics) ----------------
+    def batch(self, stage: str, phase: str, size: int) -> None:
+        self.batch_size.record(size, self._phase_attributes(stage, phase))
+
+    def queued(self, stage: str, seconds: float) -> None:
+        self.queue_duration.record(seconds, self._stage_attributes(stage))
+
+    def tokens(self, stage: str, count: int) -> None:
+        self.stage_tokens.add(count, self._stage_attributes(stage))
+
+    def token_rate(self, stage: str, per_second: float) -> None:
+        self.stage_token_rate.record(per_second, self._stage_attributes(stage))
+
     def watch_queue(self, stage: str, depth: Callable[[], int]) -> None:
         self._queue_sources.append((stage, depth))
+
+    def _stage_attributes(self, stage: str) -> dict[str, str]:
+        return self._phase_attributes(stage, "")
+
+    def _phase_attributes(self, stage: str, phase: str) -> dict[str, str]:
+        """Cached: engines record per decode step, and a new dict per call would cost more than the rest."""
+        attrs = self._attributes.get((stage, phase))
+        if attrs is None:
+            attrs = self._attributes[(stage, phase)] = {STAGE: stage, **({PHASE: phase} if phase else {})}
+        return attrs
 
     def watch_streams(self, streams: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """`streams()` yields (service name, active streams), e.g. from the server's admissions."""

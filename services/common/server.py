@@ -28,12 +28,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from barkstream.services.common.admission import Admission
 from barkstream.services.common.config import ServerConfig
 from barkstream.services.common.health import Health
+from barkstream.services.common.reflection import enable_reflection
+from barkstream.services.common.request_log import RequestLog
 from barkstream.services.common.tls import server_credentials
+from barkstream.services.common.undecodable import RejectUndecodable
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,10 @@ class ServerHandle:
         self.service_names = tuple(service_names)
         # Read the certificates now: a bad path fails the start, not the first request.
         self.credentials = server_credentials(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
-        self.server = grpc.aio.server(options=server_options(config), interceptors=list(interceptors) or None)
+        # The request log outermost (calls refused by the other interceptors get their line too),
+        # undecodable requests innermost (refused after authentication, inside the server span).
+        self.server = grpc.aio.server(options=server_options(config), interceptors=[
+            RequestLog(config.log_format), *interceptors, RejectUndecodable()])
         self.health = Health(self.service_names)
         self.port: int | None = None
         self._ready = False
@@ -138,10 +143,8 @@ class ServerHandle:
         """Register health and reflection, bind, start NOT_SERVING. Returns the bound port."""
         await self.health.set_serving(False)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
-        reflection.enable_server_reflection(
-            (*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
-            self.server)
+        enable_reflection((*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+                          self.server)
         if self.credentials is None:
             self.port = self.server.add_insecure_port(self.config.address)
         else:

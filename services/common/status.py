@@ -17,6 +17,7 @@ import grpc
 
 from barkstream.services.common.admission import RETRY_AFTER_METADATA_KEY
 from barkstream.services.common.errors import InvalidRequest
+from barkstream.services.common.ready import NotReady
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ async def abort_on_error(context: grpc.aio.ServicerContext, *, invalid: Exceptio
     invalid: the core's exception types that mean "fix the request" (e.g. a VoiceError); they
       and `InvalidRequest` become INVALID_ARGUMENT with their message.
     where: prefix naming the hop for downstream errors, e.g. "coarse stage".
-    TimeoutError becomes DEADLINE_EXCEEDED. Aborts and cancellation pass through untouched.
+    TimeoutError becomes DEADLINE_EXCEEDED, NotReady (still warming up) UNAVAILABLE. Aborts and
+    cancellation pass through untouched.
     """
     try:
         yield
@@ -61,6 +63,8 @@ async def abort_on_error(context: grpc.aio.ServicerContext, *, invalid: Exceptio
         await context.abort(grpc.StatusCode.INTERNAL, f"{prefix}internal error ({exc.code().name})")
     except TimeoutError:
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+    except NotReady as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     except Exception:
         log.exception("unexpected error in %s", where or "servicer")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")

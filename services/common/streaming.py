@@ -1,4 +1,4 @@
-"""The shared shape of the bidi stage RPCs: config first, then input chunks, then an end marker.
+"""The shared body of the stage RPCs; the bidi ones take config first, then input chunks, then an end marker.
 
 A reader task feeds the engine's stream while the servicer yields the engine's
 output; a broken or invalid input stream fails the job, which ends the output
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..common import convert
-from ..common.bridge import JobBridge
 from ..common.errors import InvalidRequest
 
 
@@ -27,7 +27,13 @@ async def first_message(requests: AsyncIterator[Any], config_field: str) -> Any:
     return first
 
 
-def start_reader(requests: AsyncIterator[Any], bridge: JobBridge, input_field: str,
+class Failable(Protocol):
+    """The engine job's side of the stream (a stages.bridge.JobBridge)."""
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+def start_reader(requests: AsyncIterator[Any], bridge: Failable, input_field: str,
                  parse: Callable[[Any], Any], feed: Callable[[Any], None], close: Callable[[], None],
                  wake: Callable[[], None]) -> asyncio.Task:
     """Consume input chunks into the engine's stream on a task of its own."""
@@ -62,21 +68,33 @@ def start_reader(requests: AsyncIterator[Any], bridge: JobBridge, input_field: s
     return asyncio.create_task(read())
 
 
-async def engine_outputs(requests: AsyncIterator[Any], runner: Any, stream: Any,
-                         attach: Callable[[Any], None], input_field: str,
-                         parse: Callable[[Any], Any]) -> AsyncIterator[Any]:
-    """The body every bidi stage shares: hand `stream` to the engine, feed it, yield what the engine emits.
+@dataclass(frozen=True)
+class Inputs:
+    """A bidi stage's input side: the request stream after its config, fed into the engine's `stream`."""
 
-    `attach(job)` runs on the engine thread. Use under `contextlib.aclosing` so that a caller who goes
-    away cancels the job and the reader at once (the slot is freed at the engine's next step).
+    requests: AsyncIterator[Any]
+    stream: Any  # has feed(data) and close()
+    field: str
+    parse: Callable[[Any], Any]
+
+
+async def engine_outputs(runner: Any, attach: Callable[[Any], None],
+                         inputs: Inputs | None = None) -> AsyncIterator[Any]:
+    """The body every stage shares: hand a job to the engine, feed it its inputs, yield what it emits.
+
+    `attach(job)` runs on the engine thread. `inputs`: the bidi stages' streamed input (the
+    semantic stage has none: its whole request is in `attach`). Use under
+    `contextlib.aclosing` so that a caller who goes away cancels the job and the reader at
+    once (the slot is freed at the engine's next step).
     """
-    bridge = JobBridge()
-    runner.submit(bridge.job, lambda: attach(bridge.job))
-    reader = start_reader(requests, bridge, input_field, parse, stream.feed, stream.close, runner.wake)
+    bridge = runner.open(attach)
+    reader = None if inputs is None else start_reader(
+        inputs.requests, bridge, inputs.field, inputs.parse, inputs.stream.feed, inputs.stream.close, runner.wake)
     try:
         async for item in bridge:
             yield item
     finally:
-        reader.cancel()
+        if reader is not None:
+            reader.cancel()
         bridge.job.cancel()
         runner.wake()

@@ -6,13 +6,14 @@ from contextlib import aclosing
 
 import grpc
 
-from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
+from barkstream.v1 import stages_pb2, stages_pb2_grpc
 
 from ..common import convert
 from ..common.admission import Admission
+from ..common.ready import Ready
+from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.streaming import engine_outputs, first_message
-from ..common.telemetry import annotate
+from ..common.streaming import Inputs, engine_outputs, first_message
 from ..stages.fine import FineRequest, FineStream
 from ..stages.runner import EngineRunner
 
@@ -24,7 +25,7 @@ def request_from_pb(cfg: stages_pb2.FineConfig) -> FineRequest:
 
 
 class FineServicer(stages_pb2_grpc.FineServiceServicer):
-    def __init__(self, runner: EngineRunner, admission: Admission):
+    def __init__(self, runner: Ready[EngineRunner], admission: Admission):
         self.runner = runner
         self.admission = admission
 
@@ -34,15 +35,11 @@ class FineServicer(stages_pb2_grpc.FineServiceServicer):
             core = request_from_pb(cfg)
             stream = FineStream(core)
             annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            outputs = engine_outputs(request_iterator, self.runner, stream,
-                                     lambda job: self.runner.engine.attach(job, stream, core.seed), "coarse",
-                                     lambda m: convert.coarse_from_pb(m.coarse.tokens, "coarse"))
-            sequence = offset = 0
+            runner = self.runner.get()
+            outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream, core.seed), Inputs(
+                request_iterator, stream, "coarse", lambda m: convert.coarse_from_pb(m.coarse.tokens, "coarse")))
+            numbering = convert.TokenChunks(cfg.request_id, cfg.segment_index)
             async with aclosing(outputs):
                 async for frames in outputs:
-                    yield stages_pb2.FineGenerateResponse(chunk=convert.token_chunk(
-                        frames, request_id=cfg.request_id, segment_index=cfg.segment_index,
-                        sequence_number=sequence, offset=offset))
-                    sequence, offset = sequence + 1, offset + frames.shape[1]
-            yield stages_pb2.FineGenerateResponse(end=common_pb2.StageEnd(
-                request_id=cfg.request_id, segment_index=cfg.segment_index, total=offset))
+                    yield stages_pb2.FineGenerateResponse(chunk=numbering.chunk(frames))
+            yield stages_pb2.FineGenerateResponse(end=numbering.end())

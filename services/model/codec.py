@@ -12,22 +12,19 @@ holding a raw `EncodecModel`:
   `g * v / ||v||` on every forward with the same formula, so folding it gives
   bit-identical weights (tests/test_codec.py checks against the hooked model).
 
-The streaming decoder lives in `codec_stream.py`.
+The streaming decoder lives in `codec_stream.py` (`StreamingDecoder(codec)`), which
+builds on this module; this one knows nothing of streaming, so the import points one way.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
 from encodec import EncodecModel
 from torch import nn
 
 from .config import CodecConfig
-
-if TYPE_CHECKING:
-    from .codec_stream import StreamingDecoder
 
 
 def _fold_weight_norm(module: nn.Module) -> None:
@@ -154,9 +151,3 @@ class Codec(nn.Module):
         emb = self.embed(codes)  # (B, 128, T)
         out = self.model.decoder(emb)  # (B, 1, T * 320)
         return out[:, 0]  # (B, T * 320)
-
-    def streaming(self) -> StreamingDecoder:
-        """A stateful streaming decoder sharing this codec's weights."""
-        from .codec_stream import StreamingDecoder  # local: codec_stream imports this module
-
-        return StreamingDecoder(self)

@@ -12,32 +12,13 @@ beyond a row's length is never read and is overwritten by later steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attend, attend_kvcache, flash_attn_available, flash_kvcache_applies
+from .attention import attend, flash_attn_available, flash_kvcache_applies
 from .config import GPTConfig
-
-
-@dataclass(frozen=True)
-class Step:
-    """How one forward call addresses the cache (shared by every layer).
-
-    start: every row writes positions start..start+T-1 (no mask). Otherwise rows have their own
-    positions: keys 0..kv_len-1 are read and `mask` (B, 1, T, kv_len) marks each query's own prefix.
-    """
-
-    start: int | None = None
-    kv_len: int = 0
-    mask: torch.Tensor | None = None
-
-    @classmethod
-    def per_row(cls, pos: torch.Tensor, kv_len: int) -> Step:
-        keys = torch.arange(kv_len, device=pos.device)  # (kv_len,)
-        return cls(None, kv_len, keys[None, None, None, :] <= pos[:, None, :, None])  # (B, 1, T, kv_len)
+from .kv_cache import KVCache, LayerKV, Step
 
 
 class LayerNorm(nn.Module):
@@ -59,29 +40,6 @@ def cache_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
     return torch.float32 if torch.device(device).type == "cpu" else dtype
 
 
-@dataclass
-class KVCache:
-    """Keys and values for every layer, allocated once for a whole generation."""
-
-    k: torch.Tensor  # (L, B, H, T_max, D)
-    v: torch.Tensor  # (L, B, H, T_max, D)
-
-    @classmethod
-    def allocate(
-        cls, config: GPTConfig, batch: int, max_len: int, device: torch.device | str, dtype: torch.dtype
-    ) -> KVCache:
-        shape = (config.n_layer, batch, config.n_head, max_len, config.head_dim)
-        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
-
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
-
-    def select(self, rows: torch.Tensor) -> KVCache:
-        """Keep only `rows` (a request left the batch)."""
-        return KVCache(self.k[:, rows], self.v[:, rows])
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -91,31 +49,23 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.use_flash_attn = False  # set by GPT.set_flash_attn, never by the environment
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, layer_kv: tuple[torch.Tensor, torch.Tensor],
-                step: Step) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, kv: LayerKV, step: Step) -> torch.Tensor:
         B, T, C = x.shape  # (B, T, C)
         q, k, v = self.att_proj(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
-        cache_k, cache_v = layer_kv  # (B, H, T_max, D)
-        if cache_k.dtype != q.dtype:  # a float32 cache under 16-bit weights (CPU, see cache_dtype)
-            q, k, v = q.to(cache_k.dtype), k.to(cache_k.dtype), v.to(cache_k.dtype)
+        if kv.dtype != q.dtype:  # a float32 cache under 16-bit weights (CPU, see cache_dtype)
+            q, k, v = q.to(kv.dtype), k.to(kv.dtype), v.to(kv.dtype)
         if T == 1 and flash_kvcache_applies(q, self.use_flash_attn):
-            y = attend_kvcache(q, k, v, cache_k, cache_v, pos[:, 0])  # writes the cache itself
+            y = kv.update_and_attend(q, k, v, pos[:, 0])
         elif step.start is not None:
             # All rows at the same positions: plain slices, no mask (the common batch-1 case).
-            start = step.start
-            cache_k[:, :, start:start + T] = k
-            cache_v[:, :, start:start + T] = v
-            end = start + T
-            y = attend(q, cache_k[:, :, :end], cache_v[:, :, :end], causal_offset=start,
-                       use_flash_attn=self.use_flash_attn)
+            keys, values = kv.update(step, pos, k, v)  # (B, H, start + T, D)
+            y = attend(q, keys, values, causal_offset=step.start, use_flash_attn=self.use_flash_attn)
         else:
-            index = pos[:, None, :, None].expand(B, self.n_head, T, C // self.n_head)  # (B, H, T, D)
-            cache_k.scatter_(2, index, k)
-            cache_v.scatter_(2, index, v)
-            y = attend(q, cache_k[:, :, :step.kv_len], cache_v[:, :, :step.kv_len], mask=step.mask)
+            keys, values = kv.update(step, pos, k, v)  # (B, H, kv_len, D)
+            y = attend(q, keys, values, mask=step.mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C).to(x.dtype)  # (B, T, C)
         return self.out_proj(y)
 
@@ -139,9 +89,8 @@ class Block(nn.Module):
         self.layernorm_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, layer_kv: tuple[torch.Tensor, torch.Tensor],
-                step: Step) -> torch.Tensor:
-        x = x + self.attn(self.layernorm_1(x), pos, layer_kv, step)
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, kv: LayerKV, step: Step) -> torch.Tensor:
+        x = x + self.attn(self.layernorm_1(x), pos, kv, step)
         x = x + self.mlp(self.layernorm_2(x))
         return x
 
@@ -196,7 +145,7 @@ class GPT(nn.Module):
             step = Step.per_row(pos, int(pos.max()) + 1 if kv_len is None else kv_len)
         x = embeds + self.position_embeds_layer(pos)  # (B, T, C)
         for i, block in enumerate(self.layers):
-            x = block(x, pos, (cache.k[i], cache.v[i]), step)
+            x = block(x, pos, cache.layer(i), step)
         if last is None:
             x = x[:, -1]  # (B, C)
         else:
@@ -220,12 +169,12 @@ class StaticDecoder:
 
     def __init__(self, model: GPT, cache: KVCache, graphs: bool = True, kv_bucket: int = 128):
         self.model, self.cache, self.kv_bucket = model, cache, kv_bucket
-        rows, device = cache.k.shape[1], cache.k.device
+        rows, device = cache.batch, cache.device
         self.batch_buckets = sorted({min(1 << i, rows) for i in range(rows.bit_length() + 1)})
         self.ids = torch.zeros(rows, 1, dtype=torch.long, device=device)  # (B_max, 1)
         self.pos = torch.zeros(rows, dtype=torch.long, device=device)  # (B_max,)
         self.graphs = graphs and device.type == "cuda"
-        probe = cache.k[0, :1, :1, :1, :1]  # the dtype and device the attention runs in
+        probe = torch.empty(0, device=device, dtype=cache.dtype)  # the dtype and device the attention runs in
         self.flash = flash_kvcache_applies(probe, model.layers[0].attn.use_flash_attn)
         self.captured: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
@@ -252,8 +201,8 @@ class StaticDecoder:
         return out[:n]
 
     def _step(self, b: int, kv: int) -> torch.Tensor:
-        view = KVCache(self.cache.k[:, :b], self.cache.v[:, :b])
-        return self.model(self.model.embed(self.ids[:b]), view, pos=self.pos[:b, None], kv_len=kv)  # (b, V)
+        emb = self.model.embed(self.ids[:b])  # (b, 1, C)
+        return self.model(emb, self.cache.rows(0, b), pos=self.pos[:b, None], kv_len=kv)  # (b, V)
 
     def _capture(self, b: int, kv: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         # Warm up on a side stream (CUDA's rule before capture). It is this very step: it writes the
@@ -284,7 +233,7 @@ def decode_step(model: GPT, cache: KVCache, last: torch.Tensor, positions: list[
     n = len(positions)
     if decoder is not None:
         return decoder(last, torch.tensor(positions, device=last.device), max(positions) + 1)
-    view = KVCache(cache.k[:, :n], cache.v[:, :n])
+    view = cache.rows(0, n)
     emb = model.embed(last)  # (n, 1, C)
     if all(p == positions[0] for p in positions):
         return model(emb, view, start=positions[0])

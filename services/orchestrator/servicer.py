@@ -1,144 +1,72 @@
-"""TextToSpeech: validates, splits, resolves the voice, and streams the session's audio.
+"""TextToSpeech: protobuf <-> the orchestrator's request checks and synthesis runs.
 
-Everything a caller can get wrong is checked here, before any model work, and
+Everything a caller can get wrong is checked (request.py) before any model work and
 answered with INVALID_ARGUMENT and a message that says what to change.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
-from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS, split_text
-from ..bark.tokenizer import BarkTokenizer, TokenizerError
-from ..bark.voices import VoiceError, VoiceLibrary
-from ..common import convert
+from ..bark.tokenizer import TokenizerError
+from ..bark.voices import VoiceError
 from ..common.admission import Admission
-from ..common.audio import AudioEncoder, resolve_format
-from ..common.errors import InvalidRequest
+from ..common.ready import Ready
+from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.telemetry import Telemetry, annotate
-from .session import StageFailed, SynthesisSession
-from .stage_clients import StageClients
+from ..telemetry import Telemetry
+from .messages import chunk_pb, header_pb, summary_pb
+from .request import OrchestratorLimits, segment_ids, stream_options
+from .session import StageFailed
+from .synthesis import Pipeline, Synthesis
 
-_STAGE_ENUM = {"semantic": 1, "coarse": 2, "fine": 3, "codec": 4}
+__all__ = ["OrchestratorLimits", "TextToSpeechServicer"]
+
 # A stage's own failure that is not the caller's doing means "try again": the stage went away.
 _STAGE_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
                 grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}
 
 
-@dataclass(frozen=True)
-class OrchestratorLimits:
-    max_text_chars: int = 4000
-    max_segments: int = 64
-    max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS
-
-
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
-    def __init__(self, stages: StageClients, tokenizer: BarkTokenizer, voices: VoiceLibrary,
-                 admission: Admission, limits: OrchestratorLimits = OrchestratorLimits(),
-                 telemetry: Telemetry | None = None):
-        self.stages = stages
-        self.telemetry = telemetry or Telemetry()
-        self.tokenizer = tokenizer
-        self.voices = voices
+    def __init__(self, pipeline: Ready[Pipeline], admission: Admission,
+                 limits: OrchestratorLimits, telemetry: Telemetry | None = None):
+        self.pipeline = pipeline
         self.admission = admission
         self.limits = limits
-
-    def _segments(self, text: str) -> list[np.ndarray]:
-        if not text.strip():
-            raise InvalidRequest("text is empty: send some words to speak")
-        if len(text) > self.limits.max_text_chars:
-            raise InvalidRequest(f"text has {len(text)} characters; the limit is {self.limits.max_text_chars}: "
-                                 "split it into several requests")
-        if "\x00" in text:
-            raise InvalidRequest("text contains NUL characters: remove them")
-        segments = split_text(text, self.tokenizer.count, self.limits.max_segment_tokens)
-        ids = [np.asarray(self.tokenizer.encode(s), dtype=np.int64) for s in segments]
-        ids = [i for i in ids if len(i)]
-        if not ids:
-            raise InvalidRequest("text has nothing Bark can read (no tokens): send words")
-        if len(ids) > self.limits.max_segments:
-            raise InvalidRequest(f"text makes {len(ids)} segments; the limit is {self.limits.max_segments}: "
-                                 "send shorter text")
-        return ids
+        self.telemetry = telemetry or Telemetry()
 
     async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext):
         async with self.admission.slot(context), abort_on_error(
                 context, invalid=(VoiceError, TokenizerError), where="orchestrator"):
             started = time.monotonic()
-            fmt = resolve_format(request.encoding, request.sample_rate_hz, request.chunk_duration_ms)
-            params = convert.generation_params_from_pb(request.params)
-            voice = self.voices.load(request.voice) if request.voice else None
-            segment_ids = self._segments(request.text)
-            request_id = _request_id(request.request_id) or uuid.uuid4().hex
-            annotate(request_id=request_id, voice=request.voice or None, segments=len(segment_ids),
-                     text_chars=len(request.text), encoding=fmt.encoding.name, sample_rate_hz=fmt.sample_rate_hz)
-            encoder = AudioEncoder(fmt)
-            yield tts_pb2.SynthesizeResponse(header=tts_pb2.StreamHeader(
-                request_id=request_id, encoding=fmt.encoding.value, sample_rate_hz=fmt.sample_rate_hz, channels=1,
-                segment_count=len(segment_ids), chunk_duration_ms=fmt.chunk_duration_ms,
-                samples_per_chunk=fmt.samples_per_chunk, container_header=encoder.header(), voice=request.voice))
-            session = SynthesisSession(self.stages, request_id, segment_ids, voice, params,
-                                       convert.seed_from_pb(request), context.time_remaining(),
-                                       tracer=self.telemetry.tracer)
-            sequence = 0
-            first_audio: float | None = None
+            annotate(voice=request.voice or None, text_chars=len(request.text))  # logged even when refused
+            pipeline = self.pipeline.get()
+            options = stream_options(request, pipeline.voices)
+            segments = segment_ids(request.text, pipeline.tokenizer, self.limits)
+            annotate(request_id=options.request_id, segments=len(segments), encoding=options.format.encoding.name,
+                     sample_rate_hz=options.format.sample_rate_hz)
+            run = Synthesis(pipeline.stages, options, segments, context.time_remaining(), self.telemetry, started)
+            yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
             try:
-                async for segment, pcm in session.pcm():
-                    for c in (encoder.flush() if pcm is None else encoder.push(pcm)):
-                        if first_audio is None:
-                            first_audio = time.monotonic()
-                        yield tts_pb2.SynthesizeResponse(chunk=tts_pb2.AudioChunk(
-                            sequence_number=sequence, segment_index=segment, start_sample=c.start_sample,
-                            data=c.data, num_samples=c.num_samples))
-                        sequence += 1
+                async for sent in run.chunks():
+                    yield tts_pb2.SynthesizeResponse(chunk=chunk_pb(sent))
             except StageFailed as e:
                 code = e.code if e.code in _STAGE_CODES else grpc.StatusCode.UNAVAILABLE
                 await context.abort(code, str(e), trailing_metadata=e.trailing)
-            wall = time.monotonic() - started
-            audio_s = encoder.samples_out / fmt.sample_rate_hz
-            summary = tts_pb2.SynthesisSummary(
-                request_id=request_id, total_samples=encoder.samples_out, audio_seconds=audio_s,
-                segment_count=len(segment_ids), chunk_count=sequence,
-                time_to_first_audio_ms=0.0 if first_audio is None else (first_audio - started) * 1000,
-                wall_ms=wall * 1000, real_time_factor=wall / audio_s if audio_s else 0.0)
-            self.telemetry.synthesis_done(None if first_audio is None else first_audio - started,
-                                          wall / audio_s if audio_s else None, audio_s)
-            for stage, index, t in session.stage_timings():
-                if t.ended is not None:
-                    summary.stage_timings.add(
-                        stage=_STAGE_ENUM[stage], segment_index=index, total_ms=(t.ended - t.started) * 1000,
-                        first_output_ms=0.0 if t.first_output is None else (t.first_output - t.started) * 1000)
-            yield tts_pb2.SynthesizeResponse(summary=summary)
+            yield tts_pb2.SynthesizeResponse(summary=summary_pb(run.summary()))
 
     async def ListVoices(self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext):
-        if self.voices is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is still starting: retry shortly")
-        names = self.voices.list()
-        out = tts_pb2.ListVoicesResponse()
-        for name in names:
-            language = _language(name)
-            if request.language and request.language != language:
-                continue
-            out.voices.add(name=name, language=language)
-        return out
-
-
-MAX_REQUEST_ID_LEN = 128
-
-
-def _request_id(value: str) -> str:
-    """The caller's request id, if it can travel as gRPC metadata (printable ASCII) to the stages and logs."""
-    if len(value) > MAX_REQUEST_ID_LEN or not all(" " <= c <= "~" for c in value):
-        raise InvalidRequest(f"request_id must be at most {MAX_REQUEST_ID_LEN} printable ASCII characters")
-    return value
+        async with abort_on_error(context, where="orchestrator"):
+            out = tts_pb2.ListVoicesResponse()
+            for name in self.pipeline.get().voices.list():
+                language = _language(name)
+                if not request.language or request.language == language:
+                    out.voices.add(name=name, language=language)
+            return out
 
 
 def _language(name: str) -> str:

@@ -28,8 +28,7 @@ from barkstream.v1 import common_pb2, stages_pb2
 from ..bark.params import GenerationParams, long_form_prompt, segment_seed
 from ..bark.voices import VoicePrompt
 from ..common import convert
-from ..common.telemetry import segment_span
-from .params_pb import coarse_params_to_pb, fine_params_to_pb, semantic_params_to_pb
+from ..common.spans import segment_span
 from .recovery import SegmentAttempt, StageFailed, choose_replicas, describe, fine_reference, request_seed
 from .stage_clients import STAGES, StageClients
 
@@ -203,7 +202,7 @@ class SynthesisSession:
         seed_kw = {} if seed is None else {"seed": seed}
         sem_req = stages_pb2.SemanticGenerateRequest(
             request_id=rid, segment_index=i, text_tokens=convert.array_to_pb(seg.token_ids),
-            params=semantic_params_to_pb(self.params.semantic), **seed_kw)
+            params=convert.semantic_params_to_pb(self.params.semantic), **seed_kw)
         if voice is not None:
             convert.array_to_pb(voice.semantic_prompt, sem_req.history)
         seg.times["semantic"] = StageTimes(time.monotonic())
@@ -211,9 +210,9 @@ class SynthesisSession:
         self._calls.append(sem_call)
 
         coarse_cfg = stages_pb2.CoarseConfig(request_id=rid, segment_index=i,
-                                             params=coarse_params_to_pb(self.params.coarse), **seed_kw)
+                                             params=convert.coarse_params_to_pb(self.params.coarse), **seed_kw)
         fine_cfg = stages_pb2.FineConfig(request_id=rid, segment_index=i,
-                                         params=fine_params_to_pb(self.params.fine), **seed_kw)
+                                         params=convert.fine_params_to_pb(self.params.fine), **seed_kw)
         if voice is not None:
             convert.array_to_pb(voice.semantic_prompt, coarse_cfg.semantic_history)
             convert.array_to_pb(voice.coarse_prompt, coarse_cfg.coarse_history)

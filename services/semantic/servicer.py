@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import grpc
+from contextlib import aclosing
 
-from barkstream.v1 import common_pb2, stages_pb2, stages_pb2_grpc
+import grpc
+import numpy as np
+
+from barkstream.v1 import stages_pb2, stages_pb2_grpc
 
 from ..bark.tokenizer import BarkTokenizer
 from ..common import convert
 from ..common.admission import Admission
-from ..common.bridge import JobBridge
 from ..common.errors import InvalidRequest
+from ..common.ready import Ready
+from ..common.spans import annotate
 from ..common.status import abort_on_error
-from ..common.telemetry import annotate
+from ..common.streaming import engine_outputs
 from ..stages.runner import EngineRunner
 from ..stages.semantic import SemanticRequest
 
@@ -34,41 +38,28 @@ def request_from_pb(msg: stages_pb2.SemanticGenerateRequest, tokenizer: BarkToke
 
 
 class SemanticServicer(stages_pb2_grpc.SemanticServiceServicer):
-    def __init__(self, runner: EngineRunner, admission: Admission, tokenizer: BarkTokenizer | None):
+    def __init__(self, runner: Ready[EngineRunner], admission: Admission, tokenizer: Ready[BarkTokenizer | None]):
         self.runner = runner
         self.admission = admission
         self.tokenizer = tokenizer
 
     async def Generate(self, request: stages_pb2.SemanticGenerateRequest, context: grpc.aio.ServicerContext):
         async with self.admission.slot(context), abort_on_error(context, where="semantic stage"):
-            core = request_from_pb(request, self.tokenizer)
+            core = request_from_pb(request, self.tokenizer.get())
             annotate(request_id=request.request_id, segment_index=request.segment_index,
                      text_tokens=len(core.text_ids), history_tokens=0 if core.history is None else len(core.history))
-            bridge = JobBridge()
-            self.runner.submit(bridge.job, lambda: self.runner.engine.add(bridge.job, core))
+            runner = self.runner.get()
+            outputs = engine_outputs(runner, lambda job: runner.engine.add(job, core))
+            # Tokens come one step at a time; they leave in chunks of at least chunk_size.
             chunk_size = max(1, request.chunk_size)
-            pending: list = []
-            sequence = offset = 0
-            try:
-                async for tokens in bridge:
+            numbering = convert.TokenChunks(request.request_id, request.segment_index)
+            pending: list[np.ndarray] = []
+            async with aclosing(outputs):
+                async for tokens in outputs:
                     pending.append(tokens)
                     if sum(len(t) for t in pending) >= chunk_size:
-                        yield _chunk(request, pending, sequence, offset)
-                        sequence, offset, pending = sequence + 1, offset + sum(len(t) for t in pending), []
-                if pending:
-                    yield _chunk(request, pending, sequence, offset)
-                    offset += sum(len(t) for t in pending)
-                yield stages_pb2.SemanticGenerateResponse(end=common_pb2.StageEnd(
-                    request_id=request.request_id, segment_index=request.segment_index, total=offset))
-            finally:
-                bridge.job.cancel()
-                self.runner.wake()
-
-
-def _chunk(request, pending, sequence: int, offset: int) -> stages_pb2.SemanticGenerateResponse:
-    import numpy as np
-
-    tokens = np.concatenate(pending)
-    return stages_pb2.SemanticGenerateResponse(chunk=convert.token_chunk(
-        tokens, request_id=request.request_id, segment_index=request.segment_index,
-        sequence_number=sequence, offset=offset))
+                        yield stages_pb2.SemanticGenerateResponse(chunk=numbering.chunk(np.concatenate(pending)))
+                        pending = []
+            if pending:
+                yield stages_pb2.SemanticGenerateResponse(chunk=numbering.chunk(np.concatenate(pending)))
+            yield stages_pb2.SemanticGenerateResponse(end=numbering.end())

@@ -13,7 +13,6 @@ join and leave between decode steps).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,10 +20,12 @@ import torch
 
 from ..bark import constants as C
 from ..bark.params import CoarseParams
-from ..model.gpt import GPT, KVCache, StaticDecoder, cache_dtype, decode_step
+from ..model.gpt import GPT
 from ..model.sampling import batchable, draw, make_generator, probabilities
+from .decode import DecodeEngine, Row
+from .inputs import SEMANTIC_TOKENS, InputStream, StreamingEngine
 from .jobs import Job
-from .observe import NULL_OBSERVER, StageObserver
+from .observe import StageObserver
 
 RATIO = C.SEMANTIC_TO_COARSE_RATIO
 
@@ -68,43 +69,33 @@ class Window:
     first_step: int  # global step index of its first token (parity selects the codebook)
 
 
-class CoarseStream:
-    """One request's sliding-window state; `feed` may run on another thread."""
+class CoarseStream(InputStream):
+    """One request's sliding-window state; `feed` / `close` may run on another thread."""
 
     def __init__(self, request: CoarseRequest):
+        super().__init__(SEMANTIC_TOKENS)
         self.params = request.params
         self.max_semantic_history = int(np.floor(request.params.max_coarse_history / RATIO))
         self.sem_hist, self.coarse = prepare_history(
             request.semantic_history, request.coarse_history, request.params.max_coarse_history
         )
         self.n_hist_coarse = len(self.coarse)
-        self._semantic: list[int] = list(self.sem_hist)
-        self._lock = threading.Lock()
-        self._closed = False
+        self._semantic = self.sem_hist.copy()  # (n,) history, then every token fed so far
+        self._ended = False
         self.n_step = 0
         self.window_open = False
 
-    def feed(self, tokens: np.ndarray) -> None:
-        tokens = np.asarray(tokens, dtype=np.int64)
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= C.SEMANTIC_VOCAB_SIZE):
-            raise ValueError(f"semantic tokens must be in [0, {C.SEMANTIC_VOCAB_SIZE})")
-        with self._lock:
-            if self._closed:
-                raise ValueError("semantic input already closed")
-            self._semantic.extend(int(t) for t in tokens)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-
     def _snapshot(self) -> tuple[np.ndarray, bool]:
-        with self._lock:
-            return np.array(self._semantic, dtype=np.int64), self._closed
+        """Every semantic token so far (engine thread), and whether the input has ended."""
+        if not self._ended:
+            tokens, self._ended = self.take()
+            if tokens is not None:
+                self._semantic = np.concatenate([self._semantic, tokens])
+        return self._semantic, self._ended
 
     @property
     def n_new_semantic(self) -> int:
-        with self._lock:
-            return len(self._semantic) - len(self.sem_hist)
+        return len(self._snapshot()[0]) - len(self.sem_hist)
 
     def total_steps(self) -> int | None:
         semantic, closed = self._snapshot()
@@ -163,14 +154,10 @@ def logit_range(step: int) -> tuple[int, int]:
     return start, start + C.CODEBOOK_SIZE
 
 
-@dataclass
-class _Row:
-    job: Job
+@dataclass(kw_only=True)
+class _Row(Row):
     stream: CoarseStream
-    generator: torch.Generator | None
     window: Window
-    position: int
-    tokens: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -180,25 +167,16 @@ class _Member:
     generator: torch.Generator | None
 
 
-class CoarseEngine:
-    """Batches the windows of all open streams over one preallocated cache. One thread drives it.
+class CoarseEngine(DecodeEngine, StreamingEngine):
+    """Batches the windows of all open streams (see `DecodeEngine` for the rows and the cache).
 
-    As in the semantic engine: last tokens stay on the device, greedy rows are chosen in one
-    batched op, and on CUDA the decode step replays a CUDA graph unless `cuda_graphs` is False.
+    The stage's own pieces: a row is one window (a fresh prefill of its prompt, `n_steps`
+    tokens), and each step's token comes from its codebook's vocabulary slice.
     """
 
     def __init__(self, model: GPT, max_batch: int = 8, cuda_graphs: bool = True,
                  observer: StageObserver | None = None):
-        self.model = model
-        self.max_batch = max_batch
-        self.observer = observer or NULL_OBSERVER  # telemetry: a span per window and per prefill
-        p = next(model.parameters())
-        self.device, self.dtype = p.device, p.dtype
-        self.cache = KVCache.allocate(model.config, max_batch, model.config.block_size, self.device,
-                                      cache_dtype(self.dtype, self.device))
-        self.decoder = StaticDecoder(model, self.cache) if cuda_graphs and self.device.type == "cuda" else None
-        self.last = torch.zeros(max_batch, 1, dtype=torch.long, device=self.device)  # (B_max, 1)
-        self.rows: list[_Row] = []
+        super().__init__(model, max_batch, cuda_graphs, observer)  # telemetry: a span per window and per prefill
         self.members: list[_Member] = []  # every open stream, whether or not it has a window running
 
     def add(self, job: Job, request: CoarseRequest) -> CoarseStream:
@@ -212,32 +190,12 @@ class CoarseEngine:
         self.members.append(_Member(job, stream, make_generator(seed, stream=1, device=self.device)))
 
     def fail_all(self, error: BaseException) -> None:
-        for m in self.members:
-            m.job.finish(error)
-        self.members = []
+        super().fail_all(error)
         self.rows = []
 
-    @property
-    def active(self) -> int:
-        return len(self.rows)
-
-    def busy(self) -> bool:
-        return bool(self.members)
-
-    def _drop_row(self, index: int) -> None:
-        last = len(self.rows) - 1
-        if index != last:
-            self.cache.k[:, index] = self.cache.k[:, last]
-            self.cache.v[:, index] = self.cache.v[:, last]
-            self.last[index] = self.last[last]
-            self.rows[index] = self.rows[last]
-        self.rows.pop()
-
-    def _retire(self) -> None:
-        """Drop cancelled streams and finish the ones whose input ended and windows are done."""
-        for i in reversed(range(len(self.rows))):
-            if self.rows[i].job.cancelled:
-                self._drop_row(i)
+    def _admit(self) -> list[tuple[_Member, Window]]:
+        """Drop cancelled streams, finish the ones whose input ended and windows are done, pick ready windows."""
+        self._drop_cancelled()
         keep = []
         for m in self.members:
             if m.job.cancelled:
@@ -247,13 +205,8 @@ class CoarseEngine:
             else:
                 keep.append(m)
         self.members = keep
-
-    @torch.inference_mode()
-    def step(self) -> bool:
-        """Start ready windows (prefill) or advance running ones by a token. False when idle."""
-        self._retire()
         starting = []
-        room = self.max_batch - len(self.rows)
+        room = self.room
         for m in self.members:
             if len(starting) >= room:
                 break
@@ -265,13 +218,7 @@ class CoarseEngine:
                 continue
             if window is not None:
                 starting.append((m, window))
-        if starting:
-            self._prefill(starting)
-            return True
-        if self.rows:
-            self._decode()
-            return True
-        return False
+        return starting
 
     def _prefill(self, starting: list[tuple[_Member, Window]]) -> None:
         for m, w in starting:
@@ -282,49 +229,33 @@ class CoarseEngine:
         ids = np.full((len(starting), T), C.COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)
         for i, (_, w) in enumerate(starting):
             ids[i, : len(w.ids)] = w.ids  # right padding: never attended by the real positions
-        first, b = len(self.rows), len(starting)
-        rows = KVCache(self.cache.k[:, first:first + b], self.cache.v[:, first:first + b])  # free rows
         emb = self.model.embed(torch.from_numpy(ids).to(self.device))  # (b, T, C)
         last = torch.tensor([n - 1 for n in lengths], device=self.device)
-        logits = self.model(emb, rows, start=0, last=last)  # (b, V)
-        for (m, w), n in zip(starting, lengths, strict=True):
-            self.rows.append(_Row(m.job, m.stream, m.generator, w, position=n))
-        self._advance(list(range(first, first + b)), logits)
+        rows = [_Row(job=m.job, generator=m.generator, position=n, stream=m.stream, window=w)
+                for (m, w), n in zip(starting, lengths, strict=True)]
+        self._start_rows(emb, rows, last=last)
         self.observer.end(spans)
 
-    def _decode(self) -> None:
-        n = len(self.rows)
-        self.observer.step("decode", n)
-        positions = [r.position for r in self.rows]
-        logits = decode_step(self.model, self.cache, self.last[:n], positions, self.decoder)
-        for r in self.rows:
-            r.position += 1
-        self._advance(list(range(n)), logits)
-
-    def _advance(self, indices: list[int], logits: torch.Tensor) -> None:
-        rows = [self.rows[i] for i in indices]
+    def _choose(self, rows: list[_Row], logits: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         starts = [logit_range(r.window.first_step + len(r.tokens))[0] for r in rows]
         if all(batchable(r.stream.params.sampling) for r in rows):
             temps = [r.stream.params.sampling.temperature for r in rows]
             tokens = greedy_coarse_tokens(logits, starts, temps)  # (n,)
-            host = tokens.tolist()  # the step's one read-back
-        else:
-            host = []
-            for k, (row, lo) in enumerate(zip(rows, starts, strict=True)):
-                probs = probabilities(logits[k, lo:lo + C.CODEBOOK_SIZE], row.stream.params.sampling)  # (1024,)
-                host.append(draw(probs, row.stream.params.sampling, row.generator) + lo)
-            tokens = torch.tensor(host, device=self.device)
-        self.last[indices[0]:indices[-1] + 1, 0] = tokens  # indices are consecutive rows
-        done = []
-        for i, row, token in zip(indices, rows, host, strict=True):
-            row.tokens.append(token)
-            if len(row.tokens) == row.window.n_steps:
-                row.job.emit(row.stream.accept(row.tokens))
-                self.observer.emitted(row.job, len(row.tokens))
-                self.observer.close(row.job, tokens=len(row.tokens))
-                done.append(i)
-        for i in sorted(done, reverse=True):
-            self._drop_row(i)
+            return tokens, tokens.tolist()  # the step's one read-back
+        host = []
+        for k, (row, lo) in enumerate(zip(rows, starts, strict=True)):
+            probs = probabilities(logits[k, lo:lo + C.CODEBOOK_SIZE], row.stream.params.sampling)  # (1024,)
+            host.append(draw(probs, row.stream.params.sampling, row.generator) + lo)
+        return torch.tensor(host, device=self.device), host
+
+    def _accept(self, row: _Row, token: int) -> bool:
+        row.tokens.append(token)
+        if len(row.tokens) < row.window.n_steps:
+            return False
+        row.job.emit(row.stream.accept(row.tokens))
+        self.observer.emitted(row.job, len(row.tokens))
+        self.observer.close(row.job, tokens=len(row.tokens))
+        return True
 
 
 def greedy_coarse_tokens(logits: torch.Tensor, starts: list[int], temps: list[float]) -> torch.Tensor:

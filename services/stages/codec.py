@@ -7,57 +7,30 @@ same length (the usual case: fine windows release 512 frames at a time).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..bark import constants as C
 from ..model.codec import Codec
-from ..model.codec_stream import StreamState
+from ..model.codec_stream import StreamingDecoder, StreamState
+from .inputs import FINE_FRAMES, InputStream, StreamingEngine
 from .jobs import Job
 from .observe import NULL_OBSERVER, StageObserver
 
 
-class CodecStream:
-    """Frames waiting to be decoded for one request; `feed`/`close` may run on another thread."""
+class CodecStream(InputStream):
+    """Frames waiting to be decoded for one request; `feed` / `close` may run on another thread.
+
+    The engine takes at most `max_frames_per_step` frames at a time: decoding a whole 512-frame
+    fine release at once would hold back its first samples until the last one is done; smaller
+    steps let PCM leave sooner, with identical output.
+    """
 
     def __init__(self) -> None:
-        self._pending: list[np.ndarray] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__(FINE_FRAMES)
         self.frames_in = 0
         self.samples_out = 0
-
-    def feed(self, frames: np.ndarray) -> None:
-        frames = np.asarray(frames, dtype=np.int64)
-        if frames.ndim != 2 or frames.shape[0] != C.N_FINE_CODEBOOKS:
-            raise ValueError(f"fine frames must have shape (8, t), got {frames.shape}")
-        if frames.size and (frames.min() < 0 or frames.max() >= C.CODEBOOK_SIZE):
-            raise ValueError(f"fine codes must be in [0, {C.CODEBOOK_SIZE})")
-        with self._lock:
-            if self._closed:
-                raise ValueError("fine input already closed")
-            self._pending.append(frames)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-
-    def take(self, max_frames: int) -> tuple[np.ndarray | None, bool]:
-        """Up to `max_frames` waiting frames (the rest stay queued) and whether the input has ended.
-
-        Decoding a whole 512-frame fine release at once would hold back its first samples
-        until the last one is done; smaller steps let PCM leave sooner, with identical output.
-        """
-        with self._lock:
-            if not self._pending:
-                return None, self._closed
-            frames = np.concatenate(self._pending, axis=1)
-            taken, rest = frames[:, :max_frames], frames[:, max_frames:]
-            self._pending = [rest] if rest.shape[1] else []
-            return taken, self._closed and not self._pending
 
 
 @dataclass
@@ -68,7 +41,7 @@ class _Member:
     waiting: list[np.ndarray] = field(default_factory=list)
 
 
-class CodecEngine:
+class CodecEngine(StreamingEngine):
     """Streams many requests through one codec. One thread drives it."""
 
     def __init__(self, codec: Codec, max_batch: int = 8, max_frames_per_step: int = 32,
@@ -76,7 +49,7 @@ class CodecEngine:
         self.codec = codec
         self.observer = observer or NULL_OBSERVER  # telemetry: a span per decoded chunk
         self.max_frames_per_step = max_frames_per_step
-        self.decoder = codec.streaming()
+        self.decoder = StreamingDecoder(codec)
         self.max_batch = max_batch
         self.members: list[_Member] = []
         self.last_batch_size = 0
@@ -88,14 +61,6 @@ class CodecEngine:
 
     def attach(self, job: Job, stream: CodecStream) -> None:
         self.members.append(_Member(job, stream, self.decoder.init_state(1)))
-
-    def fail_all(self, error: BaseException) -> None:
-        for m in self.members:
-            m.job.finish(error)
-        self.members = []
-
-    def busy(self) -> bool:
-        return bool(self.members)
 
     @torch.inference_mode()
     def step(self) -> bool:

@@ -10,7 +10,6 @@ as one batch.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +19,7 @@ from ..bark import constants as C
 from ..bark.params import FineParams
 from ..model.fine import FineGPT
 from ..model.sampling import batchable, draw_many, make_generator
+from .inputs import COARSE_FRAMES, InputStream, StreamingEngine
 from .jobs import Job
 from .observe import NULL_OBSERVER, StageObserver
 
@@ -39,49 +39,31 @@ class FineWindow:
     rel: int  # columns [start + rel, start + W) are (re)written
 
 
-class FineStream:
-    """One request's buffer and window schedule; `feed` may run on another thread."""
+class FineStream(InputStream):
+    """One request's buffer and window schedule; `feed` / `close` may run on another thread."""
 
     def __init__(self, request: FineRequest):
+        super().__init__(COARSE_FRAMES)
         self.params = request.params
         hist = request.fine_history
         if hist is not None:
             hist = np.asarray(hist, dtype=np.int64)[:, -C.FINE_MAX_HISTORY:]  # (8, h)
         self.n_hist = 0 if hist is None else hist.shape[1]
         self.buffer = np.zeros((0, C.N_FINE_CODEBOOKS), dtype=np.int64) if hist is None else hist.T.copy()  # (T, 8)
-        self._pending: list[np.ndarray] = []
-        self._lock = threading.Lock()
-        self._closed = False
         self.n_coarse_frames = 0
         self.windows_done = 0
         self.emitted = 0  # generated frames released so far
         self.padded = 0  # end padding added when the whole input is shorter than a window
 
-    def feed(self, frames: np.ndarray) -> None:
-        frames = np.asarray(frames, dtype=np.int64)
-        if frames.ndim != 2 or frames.shape[0] != C.N_COARSE_CODEBOOKS:
-            raise ValueError(f"coarse frames must have shape (2, t), got {frames.shape}")
-        if frames.size and (frames.min() < 0 or frames.max() >= C.CODEBOOK_SIZE):
-            raise ValueError(f"coarse codes must be in [0, {C.CODEBOOK_SIZE})")
-        with self._lock:
-            if self._closed:
-                raise ValueError("coarse input already closed")
-            self._pending.append(frames)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-
     def _absorb(self) -> bool:
         """Move fed frames into the buffer; returns whether the input has ended."""
-        with self._lock:
-            pending, self._pending, closed = self._pending, [], self._closed
-        for frames in pending:
+        frames, ended = self.take()
+        if frames is not None:
             cols = np.full((frames.shape[1], C.N_FINE_CODEBOOKS), C.FINE_PAD_TOKEN, dtype=np.int64)  # (t, 8)
             cols[:, : C.N_COARSE_CODEBOOKS] = frames.T
             self.buffer = np.concatenate([self.buffer, cols])
             self.n_coarse_frames += frames.shape[1]
-        return closed
+        return ended
 
     def n_loops(self) -> int:
         return max(0, int(np.ceil((self.n_coarse_frames - (W - self.n_hist)) / S))) + 1
@@ -107,9 +89,7 @@ class FineStream:
         """Store a window's result (W, 8); return the frames (8, t) that are now final."""
         self.buffer[window.start + window.rel: window.start + W] = columns[window.rel:]
         self.windows_done += 1
-        with self._lock:
-            closed = self._closed and not self._pending
-        if closed and self.windows_done >= self.n_loops():
+        if self.ended and self.windows_done >= self.n_loops():
             final = self.n_hist + self.n_coarse_frames
         else:
             final = min(self.n_hist + self.windows_done * S, self.n_hist + self.n_coarse_frames - S)
@@ -118,9 +98,7 @@ class FineStream:
         return out.copy()
 
     def finished(self) -> bool:
-        with self._lock:
-            closed = self._closed and not self._pending
-        return closed and (self.n_coarse_frames == 0 or self.windows_done >= self.n_loops())
+        return self.ended and (self.n_coarse_frames == 0 or self.windows_done >= self.n_loops())
 
 
 @dataclass
@@ -130,7 +108,7 @@ class _Member:
     generator: torch.Generator | None
 
 
-class FineEngine:
+class FineEngine(StreamingEngine):
     """Runs the ready windows of every open stream together. One thread drives it."""
 
     def __init__(self, model: FineGPT, max_batch: int = 8, observer: StageObserver | None = None):
@@ -150,14 +128,6 @@ class FineEngine:
     def attach(self, job: Job, stream: FineStream, seed: int | None) -> None:
         """Take a stream built elsewhere (a servicer feeds it while the engine runs it)."""
         self.members.append(_Member(job, stream, make_generator(seed, stream=2, device=self.device)))
-
-    def fail_all(self, error: BaseException) -> None:
-        for m in self.members:
-            m.job.finish(error)
-        self.members = []
-
-    def busy(self) -> bool:
-        return bool(self.members)
 
     @torch.inference_mode()
     def step(self) -> bool:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint.load import Checkpoint, load_checkpoint
 from ..model.codec import Codec
 from ..model.fine import FineGPT
 from ..model.gpt import GPT
 from ..model.quant import QUANTIZE_MODES, prepare_linears
-from ..model.weights import Checkpoint, load_checkpoint
 
 STAGES = ("semantic", "coarse", "fine", "codec")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

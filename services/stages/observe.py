@@ -3,7 +3,7 @@
 Engines and the runner call these hooks at batch granularity (one call per prefill, decode
 step, window or codec chunk; never one per token and row beyond `emitted`). The default
 `NULL_OBSERVER` does nothing, so engines, the offline pipeline and the tests run without any
-telemetry. The OpenTelemetry implementation is `services.common.telemetry.EngineTelemetry`;
+telemetry. The OpenTelemetry implementation is `engine_telemetry.EngineTelemetry`;
 nothing here imports OpenTelemetry or gRPC.
 
 Threads: `submitted` runs on the caller's thread (the servicer's event loop, inside the

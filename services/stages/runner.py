@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .bridge import JobBridge
 from .jobs import Job
 from .observe import NULL_OBSERVER, StageObserver
 
@@ -62,6 +63,12 @@ class EngineRunner:
             except Exception as e:  # noqa: BLE001 - handed to the job's owner
                 job.finish(e)
         self.call(run)
+
+    def open(self, add: Callable[[Job], object]) -> JobBridge:
+        """A new job whose output the calling event loop iterates; `add(job)` runs on the engine thread."""
+        bridge = JobBridge()
+        self.submit(bridge.job, lambda: add(bridge.job))
+        return bridge
 
     def wake(self) -> None:
         self._wake.set()

@@ -1,20 +1,19 @@
-"""`barkstream checkpoint ...`: write random checkpoints, verify real ones.
+"""`barkstream checkpoint random|verify|fetch`: write random checkpoints, verify real ones, fetch one to a directory.
 
-Kept import-light (argparse only at import time): the top-level CLI registers
-this without pulling torch into commands that do not need it.
+Import-light (argparse only at import time): registering the command must not pull
+torch into commands that do not need it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `checkpoint` command (subcommands `random`, `verify`) to an argparse subparsers object."""
-    parser = subparsers.add_parser("checkpoint", help="write or verify Bark checkpoints")
+    """Add the `checkpoint` command (subcommands `random`, `verify`, `fetch`) to an argparse subparsers object."""
+    parser = subparsers.add_parser("checkpoint", help="write, verify or fetch Bark checkpoints")
     sub = parser.add_subparsers(dest="checkpoint_command", required=True)
 
     rnd = sub.add_parser(
@@ -34,14 +33,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     ver.add_argument("--codec", default=None, help="EnCodec weights (file or snapshot dir) for Suno's layout")
     ver.set_defaults(func=run_verify)
 
-    from .cli_fetch import register as register_fetch
-
-    register_fetch(sub)
+    fetch = sub.add_parser(
+        "fetch",
+        help="download a checkpoint from the Hugging Face hub into a directory (once)",
+        description="Download a checkpoint snapshot into a plain directory, verify it, mark it complete; "
+        "a directory already marked complete is left alone (the Kubernetes checkpoint Job runs this).",
+    )
+    fetch.add_argument("repo", nargs="?", default="suno/bark-small",
+                       help="Hugging Face repository (default suno/bark-small; suno/bark for the large model)")
+    fetch.add_argument("out_dir", help="directory to fill (e.g. a shared volume); servers get --checkpoint DIR")
+    fetch.add_argument("--revision", default=None, help="branch, tag or commit (default: the main branch)")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if the directory is marked complete")
+    fetch.add_argument("--no-verify", action="store_true", help="skip loading the checkpoint after the download")
+    fetch.set_defaults(func=run_fetch)
     return parser
 
 
 def run_random(args: argparse.Namespace) -> int:
-    from .model.checkpoint import write_random_checkpoint
+    from ..checkpoint.random_writer import write_random_checkpoint
 
     try:
         out = write_random_checkpoint(
@@ -55,7 +64,8 @@ def run_random(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from .model.weights import CheckpointError, load_checkpoint
+    from ..checkpoint.layout import CheckpointError
+    from ..checkpoint.load import load_checkpoint
 
     try:
         ckpt = load_checkpoint(args.path, codec_path=args.codec)
@@ -71,13 +81,17 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: `python -m barkstream.services.cli_checkpoint checkpoint random DIR`."""
-    parser = argparse.ArgumentParser(prog="barkstream")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+def run_fetch(args: argparse.Namespace) -> int:
+    from ..checkpoint.hub import COMPLETE_MARKER, fetch_snapshot
+    from ..checkpoint.layout import CheckpointError
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        done = fetch_snapshot(args.repo, args.out_dir, args.revision, force=args.force, verify=not args.no_verify)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if done.already_complete:
+        print(f"{done.out_dir}: already complete ({(done.out_dir / COMPLETE_MARKER).read_text().strip()})")
+    else:
+        print(f"{done.out_dir}: fetched {args.repo} in {done.seconds:.0f} s")
+    return 0

@@ -21,11 +21,10 @@ from typing import Literal
 
 import torch
 
-from .config import FineGPTConfig, GPTConfig
-from .weights_codec import codec_expected_shapes
-from .weights_io import SHOW, CheckpointError
-
-ModelKind = Literal["semantic", "coarse", "fine"]
+from ..model.config import FineGPTConfig, GPTConfig
+from .codec_names import codec_expected_shapes
+from .layout import CheckpointError, ModelKind
+from .tensor_files import SHOW
 
 
 def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:

@@ -1,24 +1,20 @@
-"""Server-side commands of the `barkstream` CLI: generate, checkpoint, serve.
-
-The top-level entry point lives in the torch-free client package and hands
-these commands over here, so `pip install barkstream` (client only) still has
-a working `barkstream say`.
-"""
+"""`barkstream generate`: text to a WAV file, offline, in this process (no server)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
-from .bark import constants as C
+from barkstream.client.audio import to_pcm16, wav_bytes
+
+from ..bark import constants as C
 
 
-def register_generate(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="text to a WAV file, offline, in this process")
     p.add_argument("text", help="text to speak (long text is split into segments)")
     p.add_argument("--checkpoint", help="local checkpoint directory (HF snapshot or Suno .pt files); "
@@ -45,12 +41,7 @@ def register_generate(sub: argparse._SubParsersAction) -> None:
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = C.SAMPLE_RATE) -> None:
     """16-bit PCM mono WAV: what every player reads."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.tobytes())
+    Path(path).write_bytes(wav_bytes(to_pcm16(audio), sample_rate))
 
 
 class StageProgress:
@@ -73,7 +64,7 @@ class StageProgress:
 
 def load_voice(spec: str | None, voices_dir: Path | None, allow_files: bool = False):
     """A voice by name from the checkpoint's speaker embeddings, or (offline CLI) an .npz path."""
-    from .bark.voices import VoiceLibrary
+    from ..bark.voices import VoiceLibrary
 
     if not spec:
         return None
@@ -81,12 +72,12 @@ def load_voice(spec: str | None, voices_dir: Path | None, allow_files: bool = Fa
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .bark.params import GenerationParams
-    from .bark.tokenizer import BarkTokenizer
-    from .model.hub import resolve_checkpoint
-    from .model.weights import load_checkpoint
-    from .stages.models import ModelOptions, load_stage_models
-    from .stages.pipeline import SynthesisRequest, Synthesizer
+    from ..bark.params import GenerationParams
+    from ..bark.tokenizer import BarkTokenizer
+    from ..checkpoint.hub import resolve_checkpoint
+    from ..checkpoint.load import load_checkpoint
+    from ..stages.models import ModelOptions, load_stage_models
+    from ..stages.pipeline import SynthesisRequest, Synthesizer
 
     if not args.text.strip():
         raise ValueError("text is empty: give some words to speak")
@@ -118,30 +109,3 @@ def run_generate(args: argparse.Namespace) -> int:
             segment_lengths=np.array([s.fine.shape[1] for s in segs], dtype=np.int64),
         )
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .cli_checkpoint import register as register_checkpoint
-    from .cli_serve import register as register_serve
-
-    parser = argparse.ArgumentParser(prog="barkstream", description="Bark text-to-speech (server side)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register_generate(sub)
-    register_checkpoint(sub)
-    register_serve(sub)
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """Run a server-side command; user mistakes end with one line on stderr and exit code 1."""
-    from .bark.voices import VoiceError
-    from .model.files import CheckpointError  # torch-free: `serve --role orchestrator` must not load torch
-
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (CheckpointError, VoiceError, ValueError, OSError) as e:
-        print(f"barkstream {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130

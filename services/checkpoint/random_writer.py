@@ -27,14 +27,17 @@ import torch
 
 from ..bark import constants as C
 from ..bark.tokenizer import BarkTokenizer
-from .config import BarkConfig, FineGPTConfig, GPTConfig, bark_small, bark_tiny
-from .weights_codec import codec_encodec_to_hf
-from .weights_names import expected_shapes
+from ..model.config import BarkConfig, FineGPTConfig, GPTConfig, bark_small, bark_tiny
+from .codec_names import codec_encodec_to_hf
+from .gpt_names import expected_shapes
 
 Size = Literal["tiny", "small"]
 INIT_STD = 0.02
 TARGET_LOGIT_STD = 5.0
-VOICES = ("v2/en_speaker_0", "v2/en_speaker_1", "v2/de_speaker_0")
+# Every Suno v2 preset name, as suno/bark-small's speaker_embeddings has them, so that an example
+# written for the real checkpoint (voice="v2/en_speaker_6") runs unchanged on a random one.
+VOICE_LANGUAGES = ("en", "de", "es", "fr", "hi", "it", "ja", "ko", "pl", "pt", "ru", "tr", "zh")
+VOICES = tuple(f"v2/{lang}_speaker_{i}" for lang in VOICE_LANGUAGES for i in range(10))
 
 
 def default_head_scale(n_embd: int) -> float:
@@ -333,7 +336,7 @@ def write_random_checkpoint(
     for prefix, sd in _model_states(config, seed, head_scale):
         state.update({prefix + k: v for k, v in sd.items()})
     # Written beside and renamed over the old file, never rewritten in place: a process holding a loaded
-    # checkpoint has its file memory-mapped (services/model/weights_io.py), and would see the new bytes,
+    # checkpoint has its file memory-mapped (services/checkpoint/tensor_files.py), and would see the new bytes,
     # or die of SIGBUS on a truncated mapping.
     partial = out / "pytorch_model.bin.partial"
     torch.save(state, partial)  # tied fine heads share storage: stored once

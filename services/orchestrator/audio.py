@@ -19,14 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
+from barkstream.client.audio import to_pcm16
 from barkstream.services.common.errors import InvalidRequest
+from barkstream.v1 import tts_pb2
 
 NATIVE_SAMPLE_RATE = 24_000
 SUPPORTED_SAMPLE_RATES = (8_000, 16_000, 22_050, 24_000, 44_100, 48_000)
 MIN_CHUNK_MS = 20
 MAX_CHUNK_MS = 500
 DEFAULT_CHUNK_MS = 100
-INT16_SCALE = 32767.0
 
 # RIFF and data sizes of a WAV header sent before the length is known. 0xFFFFFFFF is what
 # streaming producers (ffmpeg, sox) write; readers treat it as "until end of stream".
@@ -35,11 +36,11 @@ WAV_HEADER_BYTES = 44
 
 
 class Encoding(enum.IntEnum):
-    """Output encodings; the numbers equal barkstream.v1.AudioEncoding's (0 = unspecified)."""
+    """Output encodings, numbered as barkstream.v1.AudioEncoding (0 = unspecified)."""
 
-    PCM_S16LE = 1
-    FLOAT32_LE = 2
-    WAV = 3  # 16-bit PCM behind a streaming RIFF header
+    PCM_S16LE = tts_pb2.AUDIO_ENCODING_PCM_S16LE
+    FLOAT32_LE = tts_pb2.AUDIO_ENCODING_FLOAT32_LE
+    WAV = tts_pb2.AUDIO_ENCODING_WAV  # 16-bit PCM behind a streaming RIFF header
 
     @property
     def bytes_per_sample(self) -> int:
@@ -97,21 +98,11 @@ def wav_header(sample_rate_hz: int, num_samples: int | None = None) -> bytes:
                        sample_rate_hz, sample_rate_hz * block_align, block_align, 16, b"data", data_size)
 
 
-def finalize_wav(stream: bytes) -> bytes:
-    """Patch a streamed WAV (header from `wav_header(rate)` + data) with its real sizes."""
-    if len(stream) < WAV_HEADER_BYTES or stream[:4] != b"RIFF":
-        raise ValueError("not a WAV stream: expected a 44-byte RIFF header first")
-    data_size = len(stream) - WAV_HEADER_BYTES
-    return (stream[:4] + struct.pack("<I", len(stream) - 8) + stream[8:40] + struct.pack("<I", data_size)
-            + stream[WAV_HEADER_BYTES:])
-
-
 def encode_samples(samples: np.ndarray, encoding: Encoding) -> bytes:
     """Float samples -> bytes. int16: clipped to [-1, 1], scaled by 32767, rounded to nearest."""
     if encoding is Encoding.FLOAT32_LE:
         return samples.astype("<f4", copy=False).tobytes()
-    scaled = np.rint(np.clip(samples, -1.0, 1.0) * INT16_SCALE)
-    return scaled.astype("<i2").tobytes()
+    return to_pcm16(samples).tobytes()
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Defined in the torch-free files.py (the orchestrator imports them there); importable from here as before.
-from .files import HF_WEIGHT_FILES, CheckpointError
+from .layout import HF_WEIGHT_FILES, CheckpointError
 
 SHOW = 5  # keys named per problem in an error message
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first bytes: torch.save's default format

@@ -7,10 +7,11 @@ import asyncio
 import logging
 import os
 
-from .app import ROLES, App, ServeConfig
-from .common.config import ServerConfig, add_dataclass_args, add_server_args, dataclass_from_args
-from .common.telemetry import Telemetry, TelemetryConfig
+from ..app import ROLES, App, ServeConfig
+from ..common.config import ServerConfig, add_dataclass_args, add_server_args, dataclass_from_args
+from ..telemetry import Telemetry, TelemetryConfig
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_PORTS = {"all": 50051, "orchestrator": 50051, "semantic": 50061, "coarse": 50062, "fine": 50063,
                  "codec": 50064}
 
@@ -24,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataclass_args(p.add_argument_group("model and pipeline"), ServeConfig)
     add_dataclass_args(p.add_argument_group("observability (traces and OTLP export: the standard OTEL_* "
                                             "variables, e.g. OTEL_EXPORTER_OTLP_ENDPOINT)"), TelemetryConfig)
-    p.add_argument("--log-level", default=os.environ.get("BARKSTREAM_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", default=os.environ.get("BARKSTREAM_LOG_LEVEL", "INFO"), type=str.upper,
+                   choices=LOG_LEVELS, metavar="LEVEL",
+                   help=f"least severe log messages shown: {', '.join(LOG_LEVELS)} (env BARKSTREAM_LOG_LEVEL; "
+                        "default %(default)s)")
     p.set_defaults(func=run_serve)
 
 

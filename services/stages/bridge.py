@@ -2,6 +2,7 @@
 
 The engine thread calls the job's sink and finish callbacks; both hop onto the
 loop with `call_soon_threadsafe`, so the servicer just `async for`s the chunks.
+Plain asyncio, no gRPC: `EngineRunner.open` makes one per stream.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from barkstream.services.stages.jobs import Job
+from .jobs import Job
 
 
 class _Finished:

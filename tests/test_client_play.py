@@ -1,0 +1,116 @@
+"""`barkstream say --play` (client/play.py): the missing-extra message, and a real stream played on a fake device.
+
+No test machine has a sound card, so the device here is a fake PortAudio: a thread that pulls
+`blocksize` frames through the player's callback at the audio's own pace, as PortAudio does.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+
+import pytest
+
+from barkstream.client import TTSClient, commands
+from barkstream.client.play import PLAY_INSTALL, PlaybackBuffer, Player
+
+from .service_helpers import THREE_SEGMENTS, VOICE
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class FakeDevice:
+    """PortAudio's pull model: every block period, the callback fills one block of output."""
+
+    def __init__(self, *, samplerate: int, channels: int, dtype: str, callback, blocksize: int = 480,
+                 speedup: float = 8.0) -> None:
+        self.width = {"int16": 2, "float32": 4}[dtype] * channels
+        self.samplerate, self.callback, self.blocksize = samplerate, callback, blocksize
+        self.period = blocksize / samplerate / speedup  # faster than real time: the test need not wait
+        self.played = bytearray()
+        self.pulls: list[tuple[float, bytes]] = []
+        self.running = threading.Event()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.running.set()
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running.is_set():
+            block = bytearray(self.blocksize * self.width)
+            self.callback(block, self.blocksize, None, None)
+            self.played += block
+            self.pulls.append((time.monotonic(), bytes(block)))
+            time.sleep(self.period)
+
+    def stop(self) -> None:
+        self.running.clear()
+        self.thread.join(5)
+
+    def abort(self) -> None:
+        self.stop()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_play_without_the_extra_says_how_to_install_before_any_synthesis(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # the [play] extra is not installed
+    err = io.StringIO()
+    code = commands.main(["say", "Hello there.", "--play", "--target", "localhost:1"], environ={},
+                         stdin=io.StringIO(), stdout=io.StringIO(), stderr=err)
+    assert code == commands.EXIT_ERROR
+    line = err.getvalue().strip()
+    assert line == f"barkstream say: error: {PLAY_INSTALL}"
+    assert "barkstream[play]" in line and "libportaudio2" in line and "localhost:1" not in line
+
+
+def test_buffer_plays_every_byte_in_order_and_fills_underruns_with_silence():
+    buf = PlaybackBuffer(frame_bytes=2)
+    out = bytearray(6)
+    assert buf.fill(out) and out == bytes(6) and buf.underruns == 1  # nothing yet: silence, keep going
+    buf.push(b"abcd")
+    buf.push(b"efgh")
+    assert buf.fill(out) and out == b"abcdef"
+    buf.close()
+    assert not buf.drained.is_set()
+    assert not buf.fill(out) and out == b"gh" + bytes(4), "the tail, then silence; False: all played"
+    assert buf.drained.is_set() and buf.underruns == 1
+    assert buf.silences == [(0, 6), (14, 4)]
+
+
+def test_player_plays_the_stream_while_it_arrives(server):
+    devices: list[FakeDevice] = []
+
+    def open_fake(**kwargs) -> FakeDevice:
+        device = FakeDevice(**kwargs)
+        device.start()
+        devices.append(device)
+        return device
+
+    player = Player(open_stream=open_fake)
+    received = bytearray()
+    with TTSClient(server.target) as client, client.stream(THREE_SEGMENTS, voice=VOICE, seed=1234, greedy=True,
+                                                           max_duration=0.5) as stream:
+        player.start(stream.wait_header())
+        for chunk in stream:
+            player.write(chunk.data)
+            received += chunk.data
+        last_chunk_at = time.monotonic()
+        player.finish()
+    (device,) = devices
+    assert device.closed and not device.running.is_set()
+    assert (device.samplerate, device.width) == (24000, 2)
+    assert len(received) > 0
+    audio, at = bytearray(), 0
+    for start, n in player.buffer.silences:  # what the device played, less the silence put in while waiting
+        audio += device.played[at:start]
+        at = start + n
+    audio += device.played[at:]
+    assert bytes(audio) == bytes(received), "every byte, in order"
+    first_sound = next(t for t, block in device.pulls if any(block))
+    assert first_sound < last_chunk_at, "the device played before the stream had ended"
