@@ -144,7 +144,7 @@ def memory(models) -> dict:
 
 def measure(checkpoint: Path, settings: Settings, device: str = "cpu", dtype: str = "float32") -> dict:
     from barkstream.services.bark.voices import VoiceLibrary
-    from barkstream.services.model.weights import load_checkpoint
+    from barkstream.services.checkpoint.load import load_checkpoint
 
     from .service import VOICE
 
