@@ -77,11 +77,12 @@ def run_split(checkpoint: Path, replicas: list[dict[str, int]], extra: list[str]
             service.run_streams(orch.target, service.requests(1, service.QUICK))  # warm-up
             runs = {}
             for n in CONCURRENCY:
+                load_before = os.getloadavg()[0]
                 wall, results = service.run_streams(orch.target, service.requests(n, service.FULL))
                 ok = [r for r in results if r.error is None and r.first_audio is not None]
                 runs[n] = {**summary([r.first_audio - r.started for r in ok],
                                      [(r.ended - r.started) / r.audio_s for r in ok], wall),
-                           "errors": len(results) - len(ok)}
+                           "errors": len(results) - len(ok), "load_average": [load_before, os.getloadavg()[0]]}
                 print(f"measured {layout_name(replicas[len(out)])} N={n}: {runs[n]}", flush=True)
             out.append(runs)
         return out
