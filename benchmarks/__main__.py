@@ -1,4 +1,4 @@
-"""`python -m benchmarks [stages|service|all|costs|capacity] [--quick] [--checkpoint DIR] [--threads N]`.
+"""`python -m benchmarks [stages|service|encoding|all|costs|capacity] [--quick] [--checkpoint DIR] [--threads N]`.
 
 `costs` measures each engine's step cost against its batch size; `capacity` sizes the stages from
 those (benchmarks/out/costs.json, or --costs FILE), and with --check runs the service runs it predicts."""
@@ -13,7 +13,8 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("which", nargs="?", default="all", choices=["all", "stages", "service", "costs", "capacity"])
+    p.add_argument("which", nargs="?", default="all",
+                   choices=["all", "stages", "service", "encoding", "costs", "capacity"])
     p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in all)")
     p.add_argument("--checkpoint", type=Path, help="a bark-small-sized checkpoint directory "
                                                    "(default: a random one under ~/.cache/barkstream/random-small)")
@@ -33,11 +34,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="capacity: measure the cost curves, predict the split service runs (N=4, 16; one replica "
                         "per stage and two of the slowest), run them and compare")
     args = p.parse_args(argv)
-    if args.which == "capacity" and not args.check:
+    if args.which == "capacity" and not args.check:  # from a cost run's JSON: no model, no torch
         from . import capacity
 
         work = capacity.Workload(args.segment, args.first_segment, max_batch=args.max_batch)
         capacity.main(args.costs, tuple(int(s) for s in args.streams.split(",")), args.rtf, args.ttfa, work)
+        return 0
+    if args.which == "encoding":  # the orchestrator's codecs alone: no model, no torch, seconds
+        from . import service
+
+        service.encoding_main()
         return 0
 
     import torch
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import service
 
         service.main(checkpoint, args.quick, threads=args.threads, device=args.device, dtype=args.service_dtype)
+        service.encoding_main()
     print(f"\nbenchmarks done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return 0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Table, machine, median, percentile, rss_mb, write_report
+from .common import Table, interleaved, machine, median, percentile, rss_mb, write_report
 
 TEXTS = [
     "Hello world, my dog likes pizza and music.",
@@ -300,4 +300,49 @@ def main(checkpoint: Path, quick: bool, threads: int | None = None, device: str 
               all(r.get("same_audio", True) for r in data["runs"].values()))
     print("\n# service benchmark results", flush=True)
     write_report("service", [table, memory, check], data)
+    return data
+
+
+# ------------------------------------------------------------------------------------------ encoding
+
+ENCODINGS = ("PCM_S16LE", "WAV", "MULAW", "ALAW", "FLAC", "OGG_OPUS", "OPUS", "MP3", "AAC")
+
+
+def encoding_main(seconds: float = 10.0, reps: int = 5) -> dict:
+    """What the orchestrator spends encoding one second of audio, per encoding (no model, no torch).
+
+    The stream's path as the servicer runs it: Bark's 24 kHz float PCM pushed 100 ms at a time
+    through AudioEncoder (soxr resampling to the encoding's default rate, chunking, the codec),
+    then the end-of-stream flush; a speech-like signal (tones and band-limited noise). Variants
+    interleaved, median of `reps`.
+    """
+    from barkstream.services.orchestrator.audio import AudioEncoder
+    from barkstream.services.orchestrator.formats import Encoding, resolve_format
+
+    rng = np.random.default_rng(0)
+    n = int(seconds * 24_000)
+    t = np.arange(n) / 24_000
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.15 * np.sin(2 * np.pi * 3100 * t)
+           + np.convolve(rng.standard_normal(n), np.ones(8) / 8, mode="same") * 0.1).astype(np.float32)
+    sizes: dict[str, int] = {}
+
+    def run(name: str) -> None:
+        encoder = AudioEncoder(resolve_format(Encoding[name].value))
+        chunks = [c for i in range(0, n, 2_400) for c in encoder.push(pcm[i:i + 2_400])]
+        chunks += encoder.flush(end_of_stream=True)
+        sizes[name] = len(encoder.header()) + sum(len(c.data) + sum(map(len, c.packets)) for c in chunks)
+
+    walls = interleaved({name: (lambda name=name: run(name)) for name in ENCODINGS}, reps)
+    table = Table(f"Encoding cost per audio second (orchestrator, one stream, {seconds:.0f} s of speech-like audio "
+                  f"pushed 100 ms at a time; median of {reps} interleaved runs)",
+                  ["encoding", "rate Hz", "bit rate kb/s", "ms per audio s", "share of real time", "kb/s out"])
+    data: dict = {"machine": machine(), "seconds": seconds, "reps": reps, "encodings": {}}
+    for name in ENCODINGS:
+        fmt = resolve_format(Encoding[name].value)
+        ms = median(walls[name]) / seconds * 1000
+        table.add(name, fmt.sample_rate_hz, fmt.bit_rate_bps / 1000 or float("nan"), ms, f"{ms / 10:.2f}%",
+                  sizes[name] * 8 / seconds / 1000)
+        data["encodings"][name] = {"ms_per_audio_s": ms, "walls_s": walls[name], "bytes": sizes[name]}
+    print("\n# encoding benchmark results", flush=True)
+    write_report("encoding", [table], data)
     return data

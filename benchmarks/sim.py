@@ -178,8 +178,8 @@ class Replica:
     def __init__(self, stage: str, costs: StageCosts, max_batch: int):
         self.stage, self.costs, self.max_batch = stage, costs, max_batch
         self.members: list[Segment] = []
-        self.rows: list[list] = []  # semantic: [segment]; coarse: [segment, tokens left in window]
-        self.step: tuple | None = None  # (kind, batch, apply) of the running step
+        self.rows: list[list] = []  # semantic: [segment]; coarse: [segment, tokens left, window tokens]
+        self.step: tuple | None = None  # (batch, apply) of the running step
         self.remaining = 0.0
         self.busy_s = 0.0
         self.batches: list[int] = []

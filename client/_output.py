@@ -2,8 +2,9 @@
 
 A file is written to `NAME.part` beside it and renamed at the end, so a failed or interrupted
 synthesis never leaves a truncated file that looks complete; a WAV file gets its real sizes
-patched into the streamed header. Stdout gets every chunk flushed as soon as it arrives, so a
-player at the other end of a pipe starts while the rest is still being generated.
+patched into the streamed header (the compressed formats are complete as streamed). Stdout
+gets every chunk flushed as soon as it arrives, so a player at the other end of a pipe starts
+while the rest is still being generated.
 """
 
 from __future__ import annotations
@@ -18,22 +19,31 @@ from barkstream.v1 import tts_pb2
 from .audio import WAV_HEADER_BYTES, finalize_wav_header
 
 STDOUT = "-"
-_SUFFIX_FORMATS = {".wav": "wav", ".pcm": "pcm16", ".raw": "pcm16", ".s16": "pcm16", ".f32": "f32"}
+# Files whose name says their format (the stream's bytes are that file as they arrive).
+_FILE_FORMATS = {".wav": "wav", ".ogg": "ogg", ".opus": "ogg", ".mp3": "mp3", ".flac": "flac", ".aac": "aac",
+                 ".ul": "mulaw", ".ulaw": "mulaw", ".al": "alaw", ".alaw": "alaw"}
+# Raw sample files: any raw encoding may go there (the default is the first).
+_RAW_FORMATS = {".pcm": "pcm16", ".raw": "pcm16", ".s16": "pcm16", ".f32": "f32"}
 
 
 def infer_format(output: str, explicit: str | None) -> str:
     """The format to request for `output`; raises ValueError with what to pass instead."""
     suffix = "" if output == STDOUT else Path(output).suffix.lower()
+    if explicit == "opus":
+        raise ValueError("--format opus is raw Opus packets (for WebRTC, through the SDK); "
+                         "for a file or a pipe use --format ogg (Opus in Ogg)")
     if explicit is not None:
-        if suffix == ".wav" and explicit != "wav":
-            raise ValueError(f"{output}: a .wav file needs --format wav (or leave --format out)")
+        if suffix in _FILE_FORMATS and explicit != _FILE_FORMATS[suffix]:
+            raise ValueError(f"{output}: a {suffix} file needs --format {_FILE_FORMATS[suffix]} "
+                             "(or leave --format out)")
         return explicit
     if output == STDOUT:
         return "pcm16"
-    if suffix not in _SUFFIX_FORMATS:
-        raise ValueError(f"{output}: cannot tell the format from the name; use .wav, .pcm, .f32 "
-                         "or pass --format wav|pcm16|f32")
-    return _SUFFIX_FORMATS[suffix]
+    formats = {**_FILE_FORMATS, **_RAW_FORMATS}
+    if suffix not in formats:
+        raise ValueError(f"{output}: cannot tell the format from the name; use {', '.join(formats)} "
+                         "or pass --format")
+    return formats[suffix]
 
 
 class Sink(Protocol):
@@ -87,7 +97,7 @@ class FileSink:
 
     def finish(self) -> None:
         assert self._file is not None, "start() first"
-        if len(self._header) >= WAV_HEADER_BYTES:
+        if len(self._header) >= WAV_HEADER_BYTES and self._header[:4] == b"RIFF":
             self._file.seek(0)
             self._file.write(finalize_wav_header(self._header, self._data_bytes))
         self._file.close()

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from barkstream.v1 import tts_pb2
 
-from .audio import Audio, AudioChunk, bytes_per_sample, decode
+from .audio import Audio, AudioChunk, bytes_per_sample
 from .errors import ServerError
 
 
@@ -76,7 +74,8 @@ class StreamState:
             raise _protocol_error("audio before the header")
         if chunk.sequence_number != self._next_sequence:
             raise _protocol_error(f"chunk {chunk.sequence_number} where {self._next_sequence} was expected")
-        if len(chunk.data) != chunk.num_samples * bytes_per_sample(header.encoding):
+        size = bytes_per_sample(header.encoding)
+        if size and len(chunk.data) != chunk.num_samples * size:
             raise _protocol_error(f"chunk {chunk.sequence_number} has {len(chunk.data)} bytes "
                                   f"for {chunk.num_samples} samples")
         self._next_sequence += 1
@@ -87,7 +86,8 @@ class StreamState:
         self.current_segment = max(self.current_segment, chunk.segment_index)
         return AudioChunk(data=chunk.data, num_samples=chunk.num_samples, sample_rate=header.sample_rate_hz,
                           encoding=header.encoding, segment_index=chunk.segment_index,
-                          sequence_number=chunk.sequence_number, start_sample=chunk.start_sample, elapsed=elapsed)
+                          sequence_number=chunk.sequence_number, start_sample=chunk.start_sample, elapsed=elapsed,
+                          packets=tuple(chunk.packets))
 
     def end(self) -> None:
         """The server closed the stream with OK."""
@@ -112,7 +112,6 @@ def assemble(state: StreamState, chunks: list[AudioChunk]) -> Audio:
     header = state.header
     if header is None:
         raise _protocol_error("it ended without a header")
-    data = b"".join(c.data for c in chunks)
-    samples = decode(data, header.encoding) if data else np.zeros(0, dtype=np.float32)
-    return Audio(samples=samples, sample_rate=header.sample_rate_hz, encoding=header.encoding, data=data,
-                 header=header, summary=state.summary, time_to_first_audio=state.time_to_first_audio)
+    return Audio(sample_rate=header.sample_rate_hz, encoding=header.encoding, data=b"".join(c.data for c in chunks),
+                 header=header, num_samples=sum(c.num_samples for c in chunks), summary=state.summary,
+                 time_to_first_audio=state.time_to_first_audio, packets=tuple(p for c in chunks for p in c.packets))

@@ -37,6 +37,8 @@ SAY_EXAMPLES = """examples:
   barkstream say "Hello there!" -o - | aplay -f S16_LE -r 24000     # plays while it is generated
   barkstream say --voice v2/en_speaker_6 --seed 7 --text-file story.txt -o story.wav
   cat story.txt | barkstream say --format f32 --sample-rate 48000 -o story.f32
+  barkstream say "Hello there!" -o hello.ogg                          # also .mp3, .flac, .aac
+  barkstream say "Your call is important." --format mulaw -o - > call.ulaw   # 8 kHz G.711 for telephony
 """
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TEMPFAIL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 75, 130, 141
 
@@ -117,14 +119,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAY_EXAMPLES)
     say.add_argument("text", nargs="*", help="the text (or --text-file, or pipe it on stdin)")
     say.add_argument("--text-file", metavar="FILE", help="read the text from FILE (- for stdin)")
-    say.add_argument("-o", "--output", metavar="FILE", help="output file (.wav, .pcm, .f32), or - for raw "
-                     "audio on stdout as it arrives")
+    say.add_argument("-o", "--output", metavar="FILE", help="output file (.wav, .ogg/.opus, .mp3, .flac, .aac, "
+                     ".ulaw, .alaw, .pcm, .f32), or - for audio on stdout as it arrives")
     say.add_argument("--play", action="store_true", help="play on the sound card while it streams (with or "
                      "without -o; needs the play extra: pip install 'barkstream[play]')")
     say.add_argument("--voice", metavar="NAME", help="voice preset (see `barkstream voices`)")
     say.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed for reproducible audio")
     say.add_argument("--format", choices=list(FORMATS), help="audio encoding (default: from -o; pcm16 for -)")
-    say.add_argument("--sample-rate", type=_non_negative_int, metavar="HZ", help="output rate (default 24000)")
+    say.add_argument("--sample-rate", type=_non_negative_int, metavar="HZ",
+                     help="output rate (default: 24000; 8000 for mulaw/alaw; 48000 for ogg)")
+    say.add_argument("--bit-rate", type=_non_negative_int, metavar="BPS",
+                     help="bits per second for ogg, mp3, aac (default: the codec's)")
     say.add_argument("--chunk-ms", type=_non_negative_int, metavar="MS", help="audio per chunk, 20..500")
     progress = say.add_mutually_exclusive_group()
     progress.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -219,7 +224,7 @@ def run_say(args: argparse.Namespace, io: _IO) -> int:
     started = False
     with _client(args) as client, client.stream(
             text, voice=args.voice, seed=args.seed, format=fmt, sample_rate=args.sample_rate or None,
-            chunk_ms=args.chunk_ms or None, **params) as stream:
+            chunk_ms=args.chunk_ms or None, bit_rate=args.bit_rate or None, **params) as stream:
         try:
             sink.start(stream.wait_header())
             started = True

@@ -22,24 +22,33 @@ FORMATS: dict[str, int] = {
     "wav": tts_pb2.AUDIO_ENCODING_WAV,
     "pcm16": tts_pb2.AUDIO_ENCODING_PCM_S16LE,
     "f32": tts_pb2.AUDIO_ENCODING_FLOAT32_LE,
+    "mulaw": tts_pb2.AUDIO_ENCODING_MULAW,
+    "alaw": tts_pb2.AUDIO_ENCODING_ALAW,
+    "ogg": tts_pb2.AUDIO_ENCODING_OGG_OPUS,  # Opus in Ogg: a playable .ogg/.opus
+    "opus": tts_pb2.AUDIO_ENCODING_OPUS,  # raw Opus packets (WebRTC), in AudioChunk.packets
+    "mp3": tts_pb2.AUDIO_ENCODING_MP3,
+    "flac": tts_pb2.AUDIO_ENCODING_FLAC,
+    "aac": tts_pb2.AUDIO_ENCODING_AAC,
 }
 _FORMAT_ALIASES = {
     "pcm": "pcm16", "s16": "pcm16", "s16le": "pcm16", "pcm_s16le": "pcm16", "int16": "pcm16",
     "float32": "f32", "f32le": "f32", "float32_le": "f32", "float": "f32",
+    "ulaw": "mulaw", "u-law": "mulaw", "mu-law": "mulaw", "pcmu": "mulaw", "a-law": "alaw", "pcma": "alaw",
+    "ogg_opus": "ogg", "oggopus": "ogg", "adts": "aac",
 }
 
 Format = str | int | None
 
 
 def parse_format(value: Format) -> int:
-    """'wav' | 'pcm16' | 'f32' (or an AudioEncoding value) -> the AudioEncoding number.
+    """A FORMATS name ('wav', 'pcm16', 'mp3', ...) or an AudioEncoding value -> the AudioEncoding number.
 
     None and AUDIO_ENCODING_UNSPECIFIED mean the server's default (PCM 16-bit).
     """
     if value is None:
         return tts_pb2.AUDIO_ENCODING_UNSPECIFIED
     if isinstance(value, bool):
-        raise TypeError(f"format={value!r}: use 'wav', 'pcm16' or 'f32'")
+        raise TypeError(f"format={value!r}: use one of {', '.join(FORMATS)}")
     if isinstance(value, int):
         if value not in AudioEncoding.values():
             raise ValueError(f"format={value}: not an AudioEncoding value ({', '.join(AudioEncoding.keys())})")
@@ -54,7 +63,7 @@ def parse_format(value: Format) -> int:
 
 
 def format_name(encoding: int) -> str:
-    """AudioEncoding number -> 'wav' | 'pcm16' | 'f32' (the CLI's names)."""
+    """AudioEncoding number -> its FORMATS name (the CLI's names)."""
     for name, value in FORMATS.items():
         if value == encoding:
             return name
@@ -127,15 +136,20 @@ def build_params(base: tts_pb2.SynthesisParams | None, kwargs: dict[str, Any]) -
 
 def build_request(text: str, *, voice: str | None = None, seed: int | None = None, format: Format = None,
                   sample_rate: int | None = None, chunk_ms: int | None = None, request_id: str | None = None,
-                  params: tts_pb2.SynthesisParams | None = None, **kwargs: Any) -> tts_pb2.SynthesizeRequest:
-    """The request `synthesize`/`stream` send. Server-side rules (ranges, voices) stay server-side."""
+                  bit_rate: int | None = None, params: tts_pb2.SynthesisParams | None = None,
+                  **kwargs: Any) -> tts_pb2.SynthesizeRequest:
+    """The request `synthesize`/`stream` send. Server-side rules (ranges, voices) stay server-side.
+
+    bit_rate: bits per second for opus/ogg/mp3/aac (None: the codec's default).
+    """
     if not isinstance(text, str):
         raise TypeError(f"text: expected str, got {type(text).__name__}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed={seed!r}: use a non-negative integer (or None for random)")
     request = tts_pb2.SynthesizeRequest(
         text=text, voice=voice or "", encoding=parse_format(format), sample_rate_hz=sample_rate or 0,
-        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", params=build_params(params, kwargs))
+        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", bit_rate_bps=bit_rate or 0,
+        params=build_params(params, kwargs))
     if seed is not None:
         request.seed = seed
     return request

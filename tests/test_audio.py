@@ -12,16 +12,13 @@ import soxr
 
 from barkstream.client.audio import finalize_wav_header
 from barkstream.services.common.errors import InvalidRequest
-from barkstream.services.orchestrator.audio import (
+from barkstream.services.orchestrator.audio import UNKNOWN_WAV_SIZE, AudioEncoder, encode_samples, wav_header
+from barkstream.services.orchestrator.formats import (
     NATIVE_SAMPLE_RATE,
     SUPPORTED_SAMPLE_RATES,
-    UNKNOWN_WAV_SIZE,
-    AudioEncoder,
     AudioFormat,
     Encoding,
-    encode_samples,
     resolve_format,
-    wav_header,
 )
 from barkstream.v1 import tts_pb2
 
@@ -70,7 +67,7 @@ def test_resolve_format_defaults():
     ({"sample_rate_hz": 11_025}, ["11025", "8000, 16000, 22050, 24000, 44100, 48000"]),
     ({"chunk_duration_ms": 10}, ["10", "20..500"]),
     ({"chunk_duration_ms": 501}, ["501", "20..500"]),
-    ({"encoding": 9}, ["9", "PCM_S16LE", "FLOAT32_LE", "WAV"]),
+    ({"encoding": 99}, ["99", "PCM_S16LE", "FLOAT32_LE", "WAV", "MULAW", "OGG_OPUS", "AAC"]),
 ])
 def test_resolve_format_errors_say_what_to_change(kwargs, must_say):
     with pytest.raises(InvalidRequest) as info:
@@ -209,3 +206,15 @@ def test_streamed_wav_reads_and_finalized_wav_is_valid():
 
     with pytest.raises(ValueError, match="RIFF"):
         finalize_wav(data)
+
+
+def test_generate_writes_the_same_int16_as_the_stream(tmp_path):
+    """`barkstream generate` rounds like the server and the SDK (it used to truncate)."""
+    from barkstream.services.cli import write_wav
+
+    x = np.array([1.6, -1.6, 16383.5, 40000.0], np.float32) / 32767
+    write_wav(tmp_path / "g.wav", x, 24_000)
+    with wave.open(str(tmp_path / "g.wav")) as reader:
+        written = reader.readframes(4)
+    assert written == encode_samples(x, Encoding.PCM_S16LE)
+    assert np.frombuffer(written, "<i2").tolist() == [2, -2, 16384, 32767]

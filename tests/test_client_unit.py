@@ -28,12 +28,12 @@ pytestmark = pytest.mark.timeout(60)
 
 # ----------------------------------------------------------------------------- import graph
 def test_client_import_graph_has_no_torch_and_no_services():
-    """A fresh interpreter imports every client module (SDK, CLI) without torch or the server code."""
+    """A fresh interpreter imports every client module (SDK, CLI) without torch, PyAV or the server code."""
     code = textwrap.dedent("""
         import sys
         import barkstream.client, barkstream.client.cli, barkstream.client.commands, barkstream.client.pb
-        import barkstream.client.aio, barkstream.client.sync
-        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "encodec", "soxr")
+        import barkstream.client.aio, barkstream.client.sync, barkstream.client.transcode
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "encodec", "soxr", "av")
                      or m.startswith("barkstream.services"))
         print(",".join(bad))
     """)
@@ -102,16 +102,19 @@ def test_unknown_or_mistyped_params_are_type_errors():
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("wav", tts_pb2.AUDIO_ENCODING_WAV), ("WAV", tts_pb2.AUDIO_ENCODING_WAV), ("pcm16", 1), ("s16le", 1),
-    ("f32", 2), ("float32", 2), (tts_pb2.AUDIO_ENCODING_WAV, 3), ("AUDIO_ENCODING_FLOAT32_LE", 2), (None, 0)])
+    ("f32", 2), ("float32", 2), (tts_pb2.AUDIO_ENCODING_WAV, 3), ("AUDIO_ENCODING_FLOAT32_LE", 2), (None, 0),
+    ("mp3", tts_pb2.AUDIO_ENCODING_MP3), ("ulaw", tts_pb2.AUDIO_ENCODING_MULAW),
+    ("ogg", tts_pb2.AUDIO_ENCODING_OGG_OPUS), ("opus", tts_pb2.AUDIO_ENCODING_OPUS),
+    ("FLAC", tts_pb2.AUDIO_ENCODING_FLAC), ("adts", tts_pb2.AUDIO_ENCODING_AAC)])
 def test_formats(value, expected):
     assert parse_format(value) == expected
 
 
 def test_bad_format_says_what_to_use():
-    with pytest.raises(ValueError, match="wav, pcm16, f32"):
-        parse_format("mp3")
+    with pytest.raises(ValueError, match="wav, pcm16, f32, mulaw, alaw, ogg, opus, mp3, flac, aac"):
+        parse_format("vorbis")
     with pytest.raises(ValueError):
-        parse_format(9)
+        parse_format(99)
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -299,7 +302,7 @@ def test_audio_save_wav_and_raw(tmp_path):
         assert np.frombuffer(w.readframes(4), "<i2").tolist() == [0, 16384, -16384, 32767]
     assert audio.save(tmp_path / "a.f32").read_bytes() == x.astype("<f4").tobytes()
     with pytest.raises(ValueError, match=".wav"):
-        audio.save(tmp_path / "a.mp3")
+        audio.save(tmp_path / "a.mid")
     assert audio._repr_html_().startswith("<audio")
 
 
@@ -346,9 +349,16 @@ def test_output_format_inference():
     assert infer_format("a.f32", None) == "f32" and infer_format("a.raw", None) == "pcm16"
     assert infer_format("a.bin", "f32") == "f32"
     with pytest.raises(ValueError, match="format"):
-        infer_format("a.mp3", None)
+        infer_format("a.mid", None)
     with pytest.raises(ValueError, match="--format wav"):
         infer_format("a.wav", "pcm16")
+    assert [infer_format(f"a{s}", None) for s in (".ogg", ".opus", ".mp3", ".flac", ".aac", ".ulaw", ".alaw")] == [
+        "ogg", "ogg", "mp3", "flac", "aac", "mulaw", "alaw"]
+    assert infer_format("-", "mulaw") == "mulaw" and infer_format("a.raw", "alaw") == "alaw"
+    with pytest.raises(ValueError, match="--format mp3"):
+        infer_format("a.mp3", "ogg")
+    with pytest.raises(ValueError, match="--format ogg"):
+        infer_format("-", "opus")  # raw packets have no byte stream to write
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -371,7 +381,7 @@ def run_cli(argv, stdin_text: str | None = None, environ=None) -> tuple[int, str
     (["say", "-o", "x.wav"], "   ", "text is empty"),
     (["say", "hi", "--text-file", "t.txt", "-o", "x.wav"], None, "not both"),
     (["say", "--text-file", "/nonexistent/t.txt", "-o", "x.wav"], None, "cannot read --text-file"),
-    (["say", "hi", "-o", "x.mp3"], None, "cannot tell the format"),
+    (["say", "hi", "-o", "x.mid"], None, "cannot tell the format"),
     (["say", "hi", "-o", "/nonexistent/dir/x.wav"], None, "does not exist"),
     (["say", "hi", "--seed", "abc", "-o", "x.wav"], None, "--seed"),
     (["say", "hi", "--seed", "-3", "-o", "x.wav"], None, "--seed"),

@@ -59,6 +59,8 @@ def test_services_and_rpc_shapes():
     assert not synth.client_streaming and synth.server_streaming
     voices = tts.methods_by_name["ListVoices"]
     assert not voices.client_streaming and not voices.server_streaming
+    session = tts.methods_by_name["StreamingSynthesize"]
+    assert session.client_streaming and session.server_streaming
 
     services = stages_pb2.DESCRIPTOR.services_by_name
     assert set(services) == {"SemanticService", "CoarseService", "FineService", "CodecService"}
@@ -80,53 +82,10 @@ def test_params_have_explicit_presence():
         for field in message.DESCRIPTOR.fields:
             if field.type != descriptor.FieldDescriptor.TYPE_MESSAGE:
                 assert field.has_presence, f"{message.DESCRIPTOR.name}.{field.name} needs `optional`"
-    p = common_pb2.SamplingParams()
-    assert not p.HasField("temperature")
-    p.temperature = 0.0
-    assert p.HasField("temperature")
-    # doubles: a Python 0.7 must arrive bit-exact, as Suno uses it.
-    p.temperature = 0.7
-    assert common_pb2.SamplingParams.FromString(p.SerializeToString()).temperature == 0.7
-    assert tts_pb2.SynthesizeRequest().HasField("seed") is False
-
-
-def test_synthesize_messages_round_trip():
-    request = tts_pb2.SynthesizeRequest(
-        text="Hello there.", voice="v2/en_speaker_6", seed=2**64 - 1,
-        params=tts_pb2.SynthesisParams(
-            semantic=common_pb2.SemanticParams(sampling=common_pb2.SamplingParams(greedy=True), min_eos_p=0.2,
-                                               max_gen_duration_s=10.0),
-            coarse=common_pb2.CoarseParams(sampling=common_pb2.SamplingParams(top_k=50, top_p=0.9)),
-            fine=common_pb2.FineParams(temperature=0.5)),
-        encoding=tts_pb2.AUDIO_ENCODING_WAV, sample_rate_hz=16000, chunk_duration_ms=40)
-    assert tts_pb2.SynthesizeRequest.FromString(request.SerializeToString()) == request
-
-    header = tts_pb2.SynthesizeResponse(header=tts_pb2.StreamHeader(
-        request_id="r1", encoding=tts_pb2.AUDIO_ENCODING_WAV, sample_rate_hz=16000, channels=1,
-        segment_count=2, chunk_duration_ms=40, samples_per_chunk=640, container_header=b"RIFF"))
-    chunk = tts_pb2.SynthesizeResponse(chunk=tts_pb2.AudioChunk(
-        sequence_number=3, segment_index=1, start_sample=1920, data=b"\0" * 1280, num_samples=640))
-    summary = tts_pb2.SynthesizeResponse(summary=tts_pb2.SynthesisSummary(
-        total_samples=2560, audio_seconds=0.16, segment_count=2, time_to_first_audio_ms=12.5, wall_ms=80,
-        real_time_factor=0.5, stage_timings=[common_pb2.StageTiming(stage=common_pb2.STAGE_CODEC,
-                                                                   segment_index=1, total_ms=3)]))
-    assert [m.WhichOneof("payload") for m in (header, chunk, summary)] == ["header", "chunk", "summary"]
-    voices = tts_pb2.ListVoicesResponse(voices=[tts_pb2.Voice(name="v2/en_speaker_6", language="en")])
-    assert voices.voices[0].language == "en"
-
-
-def test_stage_messages_build():
-    tokens = common_pb2.TokenArray(values=[1, 2, 3, 4], shape=[2, 2])
-    chunk = common_pb2.TokenChunk(request_id="r", segment_index=0, sequence_number=0, offset=0, tokens=tokens)
-    assert stages_pb2.CoarseGenerateRequest(semantic=chunk).WhichOneof("payload") == "semantic"
-    config = stages_pb2.CoarseConfig(request_id="r", semantic_history=tokens, coarse_history=tokens, seed=1)
-    assert stages_pb2.CoarseGenerateRequest(config=config).WhichOneof("payload") == "config"
-    assert stages_pb2.FineGenerateRequest(end=common_pb2.InputEnd(total=4)).WhichOneof("payload") == "end"
-    assert stages_pb2.CodecDecodeResponse(chunk=stages_pb2.PcmChunk(num_samples=1)).HasField("chunk")
-    semantic = stages_pb2.SemanticGenerateRequest(text="hi")
-    assert semantic.WhichOneof("input") == "text"
-    semantic.text_tokens.values.append(5)
-    assert semantic.WhichOneof("input") == "text_tokens"
+    # Real-valued sampling parameters are doubles: a Python 0.7 must arrive bit-exact, as Suno uses it.
+    temperature = common_pb2.SamplingParams.DESCRIPTOR.fields_by_name["temperature"]
+    assert temperature.type == descriptor.FieldDescriptor.TYPE_DOUBLE
+    assert tts_pb2.SynthesizeRequest.DESCRIPTOR.fields_by_name["seed"].has_presence
 
 
 def test_protos_compile_standalone_with_descriptor_set():

@@ -23,13 +23,15 @@ def header_pb(options: StreamOptions, encoder: AudioEncoder, segment_count: int)
     return tts_pb2.StreamHeader(
         request_id=options.request_id, encoding=fmt.encoding.value, sample_rate_hz=fmt.sample_rate_hz, channels=1,
         segment_count=segment_count, chunk_duration_ms=fmt.chunk_duration_ms,
-        samples_per_chunk=fmt.samples_per_chunk, container_header=encoder.header(), voice=options.voice_name)
+        samples_per_chunk=fmt.samples_per_chunk, container_header=encoder.header(), voice=options.voice_name,
+        encoder_delay_samples=encoder.delay_samples, bit_rate_bps=fmt.bit_rate_bps)
 
 
 def chunk_pb(sent: SentChunk) -> tts_pb2.AudioChunk:
     c = sent.chunk
     return tts_pb2.AudioChunk(sequence_number=sent.sequence_number, segment_index=sent.segment_index,
-                              start_sample=c.start_sample, data=c.data, num_samples=c.num_samples)
+                              start_sample=c.start_sample, data=c.data, num_samples=c.num_samples,
+                              packets=c.packets)
 
 
 def summary_pb(summary: Summary) -> tts_pb2.SynthesisSummary:

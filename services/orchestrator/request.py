@@ -19,7 +19,7 @@ from ..bark.tokenizer import BarkTokenizer
 from ..bark.voices import VoiceLibrary, VoicePrompt
 from ..common import convert
 from ..common.errors import InvalidRequest
-from .audio import AudioFormat, resolve_format
+from .formats import AudioFormat, resolve_format
 
 MAX_REQUEST_ID_LEN = 128
 
@@ -45,7 +45,7 @@ class StreamOptions:
 
 def stream_options(msg: Any, voices: VoiceLibrary) -> StreamOptions:
     """A SynthesizeRequest or SessionConfig -> StreamOptions (raises InvalidRequest or VoiceError)."""
-    fmt = resolve_format(msg.encoding, msg.sample_rate_hz, msg.chunk_duration_ms)
+    fmt = resolve_format(msg.encoding, msg.sample_rate_hz, msg.chunk_duration_ms, msg.bit_rate_bps)
     params = convert.generation_params_from_pb(msg.params)
     voice = voices.load(msg.voice) if msg.voice else None
     return StreamOptions(checked_request_id(msg.request_id) or uuid.uuid4().hex, msg.voice, voice, params,

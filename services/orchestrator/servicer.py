@@ -7,6 +7,7 @@ answered with INVALID_ARGUMENT and a message that says what to change.
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 
 import grpc
 
@@ -50,13 +51,16 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             annotate(request_id=options.request_id, segments=len(segments), encoding=options.format.encoding.name,
                      sample_rate_hz=options.format.sample_rate_hz)
             run = Synthesis(pipeline.stages, options, segments, context.time_remaining(), self.telemetry, started)
-            yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
             try:
-                async for sent in run.chunks():
-                    yield tts_pb2.SynthesizeResponse(chunk=chunk_pb(sent))
+                yield tts_pb2.SynthesizeResponse(header=header_pb(options, run.encoder, len(segments)))
+                async with aclosing(run.chunks()) as chunks:  # a cancelled stream stops its stage calls at once
+                    async for sent in chunks:
+                        yield tts_pb2.SynthesizeResponse(chunk=chunk_pb(sent))
             except StageFailed as e:
                 code = e.code if e.code in _STAGE_CODES else grpc.StatusCode.UNAVAILABLE
                 await context.abort(code, str(e), trailing_metadata=e.trailing)
+            finally:
+                run.close()  # a cancelled or failed stream leaves no encoder behind
             yield tts_pb2.SynthesizeResponse(summary=summary_pb(run.summary()))
 
     async def ListVoices(self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext):

@@ -89,13 +89,21 @@ class Synthesis:
         self.first_audio: float | None = None
 
     async def chunks(self) -> AsyncIterator[SentChunk]:
-        """Encoded chunks as the stages' PCM arrives; raises StageFailed when a stage does."""
+        """Encoded chunks as the stages' PCM arrives; raises StageFailed when a stage does.
+
+        The codec is finished with the last segment; `close()` frees it however the stream ends.
+        """
         async for segment, pcm in self.session.pcm():
-            for c in (self.encoder.flush() if pcm is None else self.encoder.push(pcm)):
+            last = segment == self.segment_count - 1
+            for c in (self.encoder.flush(end_of_stream=last) if pcm is None else self.encoder.push(pcm)):
                 if self.first_audio is None:
                     self.first_audio = time.monotonic()
                 yield SentChunk(self.chunk_count, segment, c)
                 self.chunk_count += 1
+
+    def close(self) -> None:
+        """Free the encoder (a no-op after a finished stream); call it however the run ends."""
+        self.encoder.close()
 
     def summary(self) -> Summary:
         """Totals and timings of the finished run (recorded in the metrics too)."""
