@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from barkstream.services.bark import constants as C
+from barkstream.services.model.quant import PackedLinear
 from barkstream.services.stages.coarse import CoarseEngine, CoarseRequest
 from barkstream.services.stages.codec import CodecEngine
 from barkstream.services.stages.fine import FineEngine, FineRequest
@@ -132,8 +133,9 @@ def codec_curve(codec, settings: Settings, device: str, frames: int = 32) -> lis
 
 def memory(models) -> dict:
     """Bytes of each stage's weights and, for the GPT stages, of one row's KV cache (1024 positions)."""
-    def nbytes(m) -> int:
-        return sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
+    def nbytes(m) -> int:  # oneDNN-packed linears (CPU) keep their weights outside the parameters
+        packed = sum(x.weight_bytes() for x in m.modules() if isinstance(x, PackedLinear))
+        return packed + sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
 
     out = {name: {"weights_mb": nbytes(getattr(models, name)) / 2**20} for name in ("semantic", "coarse", "fine",
                                                                                       "codec")}
