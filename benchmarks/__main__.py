@@ -1,4 +1,4 @@
-"""`python -m benchmarks [stages|service|encoding|all|costs|capacity] [--quick] [--checkpoint DIR] [--threads N]`.
+"""`python -m benchmarks [stages|service|encoding|realtime|all|costs|capacity] [--quick] [--checkpoint DIR]`.
 
 `costs` measures each engine's step cost against its batch size; `capacity` sizes the stages from
 those (benchmarks/out/costs.json, or --costs FILE), and with --check runs the service runs it predicts."""
@@ -14,7 +14,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("which", nargs="?", default="all",
-                   choices=["all", "stages", "service", "encoding", "costs", "capacity"])
+                   choices=["all", "stages", "service", "encoding", "realtime", "costs", "capacity"])
     p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in all)")
     p.add_argument("--checkpoint", type=Path, help="a bark-small-sized checkpoint directory "
                                                    "(default: a random one under ~/.cache/barkstream/random-small)")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    checkpoint = random_small_checkpoint(args.checkpoint)
+    checkpoint = random_small_checkpoint(args.checkpoint) if args.which != "realtime" else None
     t0 = time.perf_counter()
     if args.which in ("all", "stages"):
         from . import stages
@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
         service.main(checkpoint, args.quick, threads=args.threads, device=args.device, dtype=args.service_dtype)
         service.encoding_main()
+    if args.which in ("all", "realtime"):
+        from . import realtime
+
+        realtime.main(args.quick)
     print(f"\nbenchmarks done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return 0
 

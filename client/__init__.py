@@ -31,11 +31,16 @@ from barkstream.v1.tts_pb2 import (
     AUDIO_ENCODING_UNSPECIFIED,
     AUDIO_ENCODING_WAV,
     AudioEncoding,
+    Cleared,
+    SegmentDone,
+    SegmentStarted,
+    SessionConfig,
     StreamHeader,
     SynthesisParams,
     SynthesisSummary,
     SynthesizeRequest,
     Voice,
+    VoicePrompt,
 )
 
 from . import pb
@@ -54,12 +59,15 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .request import PARAMS, build_request
+from .request import PARAMS, build_config, build_request
+from .session import AsyncSession, Session, SpokenSegment
 from .sync import AudioStream, TTSClient
+from .voice import save_voice_prompt, to_voice_prompt, voice_prompt_arrays
 
 __all__ = [
     # clients and what they return
     "TTSClient", "AsyncTTSClient", "AudioStream", "AsyncAudioStream", "Audio", "AudioChunk", "Progress",
+    "Session", "AsyncSession", "SpokenSegment",
     # channel settings
     "TLS", "RetryPolicy", "DEFAULT_TARGET",
     # errors
@@ -69,6 +77,8 @@ __all__ = [
     "AudioEncoding", "AUDIO_ENCODING_UNSPECIFIED", "AUDIO_ENCODING_PCM_S16LE", "AUDIO_ENCODING_FLOAT32_LE",
     "AUDIO_ENCODING_WAV", "SynthesizeRequest", "SynthesisParams", "SemanticParams", "CoarseParams", "FineParams",
     "SamplingParams", "StreamHeader", "SynthesisSummary", "StageTiming", "Stage", "StopReason", "Voice",
+    "SessionConfig", "SegmentStarted", "SegmentDone", "Cleared", "VoicePrompt",
     # helpers
-    "PARAMS", "build_request", "pb", "__version__",
+    "PARAMS", "build_request", "build_config", "to_voice_prompt", "voice_prompt_arrays", "save_voice_prompt", "pb",
+    "__version__",
 ]

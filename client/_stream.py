@@ -7,7 +7,9 @@ lives here once, so both behave identically and are tested without a server.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from barkstream.v1 import tts_pb2
 
@@ -115,3 +117,36 @@ def assemble(state: StreamState, chunks: list[AudioChunk]) -> Audio:
     return Audio(sample_rate=header.sample_rate_hz, encoding=header.encoding, data=b"".join(c.data for c in chunks),
                  header=header, num_samples=sum(c.num_samples for c in chunks), summary=state.summary,
                  time_to_first_audio=state.time_to_first_audio, packets=tuple(p for c in chunks for p in c.packets))
+
+
+class StreamView:
+    """What the sync and asyncio audio streams both show of a call: header, summary, timing, progress."""
+
+    def __init__(self, call: Any, target: str, started: float) -> None:
+        self._call = call
+        self._target = target
+        self._started = started
+        self._state = StreamState()
+        self._cancelled = False
+
+    @property
+    def header(self) -> tts_pb2.StreamHeader | None:
+        """The stream's header once it has arrived (after the first chunk, or `wait_header()`)."""
+        return self._state.header
+
+    @property
+    def summary(self) -> tts_pb2.SynthesisSummary | None:
+        """The server's summary (timings, real-time factor), once the stream has ended."""
+        return self._state.summary
+
+    @property
+    def time_to_first_audio(self) -> float | None:
+        """Seconds from the call to the first chunk reaching the caller (None before it)."""
+        return self._state.time_to_first_audio
+
+    @property
+    def done(self) -> bool:
+        return self._state.ended or self._cancelled
+
+    def progress(self) -> Progress:
+        return self._state.progress(time.monotonic() - self._started)

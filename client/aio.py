@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -19,13 +19,14 @@ from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
 from ._channel import DEFAULT_RETRY, DEFAULT_TARGET, MIB, ChannelOption, Credentials, RetryPolicy, open_aio_channel
 from ._core import CLIENT_DEFAULT, ClientCore, Timeout
-from ._stream import Progress, StreamState, assemble
+from ._stream import StreamView, assemble
 from .audio import Audio, AudioChunk
 from .errors import Cancelled, from_rpc_error
-from .request import Format, build_request
+from .request import Format, build_config, build_request
+from .session import AsyncSession, async_pieces
 
 
-class AsyncAudioStream(AsyncIterator[AudioChunk]):
+class AsyncAudioStream(StreamView, AsyncIterator[AudioChunk]):
     """Audio chunks of one Synthesize call, yielded as they arrive (`async for`).
 
         async with client.stream(text) as stream:
@@ -34,32 +35,6 @@ class AsyncAudioStream(AsyncIterator[AudioChunk]):
 
     Same attributes as the sync AudioStream; `wait_header()` and `collect()` are coroutines.
     """
-
-    def __init__(self, call: Any, target: str, started: float) -> None:
-        self._call = call
-        self._target = target
-        self._started = started
-        self._state = StreamState()
-        self._cancelled = False
-
-    @property
-    def header(self) -> tts_pb2.StreamHeader | None:
-        return self._state.header
-
-    @property
-    def summary(self) -> tts_pb2.SynthesisSummary | None:
-        return self._state.summary
-
-    @property
-    def time_to_first_audio(self) -> float | None:
-        return self._state.time_to_first_audio
-
-    @property
-    def done(self) -> bool:
-        return self._state.ended or self._cancelled
-
-    def progress(self) -> Progress:
-        return self._state.progress(time.monotonic() - self._started)
 
     async def wait_header(self) -> tts_pb2.StreamHeader:
         while self._state.header is None:
@@ -182,6 +157,27 @@ class AsyncTTSClient:
                                chunk_ms=chunk_ms, timeout=timeout, wait_for_ready=wait_for_ready,
                                request_id=request_id, params=params, **kwargs) as stream:
             return await stream.collect()
+
+    def session(self, *, timeout: Timeout = CLIENT_DEFAULT, wait_for_ready: bool | None = None,
+                **config: Any) -> AsyncSession:
+        """Open a real-time session (see TTSClient.session); use it with `async with`."""
+        opts = self._core.call_options(timeout, wait_for_ready)
+        call = self._get_stub().StreamingSynthesize(**opts.kwargs())
+        return AsyncSession(call, build_config(**config), self.target)
+
+    async def speak(self, pieces: AsyncIterable[str] | Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT,
+                    wait_for_ready: bool | None = None, **config: Any) -> AsyncIterator[AudioChunk]:
+        """Speak text pieces as they come (an async LLM stream), yielding audio as it is made."""
+        opts = self._core.call_options(timeout, wait_for_ready)
+        config_pb = build_config(**config)
+        call = self._get_stub().StreamingSynthesize(async_pieces(config_pb, pieces), **opts.kwargs())
+        session = AsyncSession(call, config_pb, self.target, writes=False)
+        try:
+            async for item in session:
+                if isinstance(item, AudioChunk):
+                    yield item
+        finally:
+            session.cancel()
 
     async def list_voices(self, language: str | None = None, *, timeout: Timeout = CLIENT_DEFAULT,
                           wait_for_ready: bool | None = None) -> list[tts_pb2.Voice]:

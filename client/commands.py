@@ -11,9 +11,10 @@ scripts can branch on:
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -39,6 +40,7 @@ SAY_EXAMPLES = """examples:
   cat story.txt | barkstream say --format f32 --sample-rate 48000 -o story.f32
   barkstream say "Hello there!" -o hello.ogg                          # also .mp3, .flac, .aac
   barkstream say "Your call is important." --format mulaw -o - > call.ulaw   # 8 kHz G.711 for telephony
+  my-llm | barkstream say --stream-input -o - | aplay -f S16_LE -r 24000   # speaks while the text arrives
 """
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TEMPFAIL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 75, 130, 141
 
@@ -131,6 +133,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     say.add_argument("--bit-rate", type=_non_negative_int, metavar="BPS",
                      help="bits per second for ogg, mp3, aac (default: the codec's)")
     say.add_argument("--chunk-ms", type=_non_negative_int, metavar="MS", help="audio per chunk, 20..500")
+    say.add_argument("--stream-input", action="store_true",
+                     help="speak standard input as it arrives (a real-time session), e.g. an LLM's output")
+    say.add_argument("--segment-schedule", choices=["latency-aware", "fixed"],
+                     help="latency-aware (default): a short first segment, then growing ones; fixed: all full")
+    say.add_argument("--max-segment-tokens", type=_non_negative_int, metavar="N",
+                     help="text tokens per segment, 1..256 (default 48)")
     progress = say.add_mutually_exclusive_group()
     progress.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     progress.add_argument("--progress", action="store_true", help="progress line even when stderr is not a terminal")
@@ -185,6 +193,13 @@ def read_text(args: argparse.Namespace, stdin: TextIO) -> str:
     return text
 
 
+def _format(args: argparse.Namespace) -> str | None:
+    try:
+        return infer_format(args.output or "", args.format) if args.output else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def _sinks(args: argparse.Namespace, io: _IO, fmt: str | None) -> Sink:
     sinks: list[Sink] = []
     if args.play:
@@ -211,12 +226,55 @@ def _sink(output: str | None, stdout_is_tty: bool, binary_stdout: object) -> Sin
     return FileSink(output)
 
 
-def run_say(args: argparse.Namespace, io: _IO) -> int:
-    text = read_text(args, io.stdin)
+def stdin_pieces(stdin: TextIO, size: int = 4096) -> Iterator[str]:
+    """Standard input as it arrives: whatever a read returns now, not whole lines."""
     try:
-        fmt = infer_format(args.output or "", args.format) if args.output else None
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+        fd = stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        while piece := stdin.read(size):
+            yield piece
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while data := os.read(fd, size):
+        yield decoder.decode(data)
+    yield decoder.decode(b"", final=True)
+
+
+def run_say_stream_input(args: argparse.Namespace, io: _IO, fmt: str | None, sink: Sink, params: dict) -> int:
+    if args.text or args.text_file:
+        raise UsageError("--stream-input reads standard input: give no TEXT or --text-file")
+    started = False
+    with _client(args) as client, client.session(
+            pieces=stdin_pieces(io.stdin), voice=args.voice, seed=args.seed, format=fmt,
+            sample_rate=args.sample_rate or None, chunk_ms=args.chunk_ms or None, bit_rate=args.bit_rate or None,
+            schedule=args.segment_schedule,
+            max_segment_tokens=args.max_segment_tokens or None, **params) as session:
+        try:
+            for chunk in session.audio():
+                if not started:
+                    sink.start(session.header)
+                    started = True
+                sink.write(chunk.data)
+            if not started:
+                sink.start(session.header)
+                started = True
+            sink.finish()
+        except BaseException:
+            if started:
+                sink.abort()
+            raise
+    return EXIT_OK
+
+
+def run_say(args: argparse.Namespace, io: _IO) -> int:
+    if args.stream_input:
+        fmt = _format(args)
+        sink = _sinks(args, io, fmt)
+        return run_say_stream_input(args, io, fmt, sink, {name: getattr(args, name) for name in PARAMS})
+    text = read_text(args, io.stdin)
+    fmt = _format(args)
     sink = _sinks(args, io, fmt)
     params = {name: getattr(args, name) for name in PARAMS}
     progress = ProgressLine(io.stderr, enabled=not args.quiet and (args.progress or io.stderr.isatty()))
@@ -224,7 +282,8 @@ def run_say(args: argparse.Namespace, io: _IO) -> int:
     started = False
     with _client(args) as client, client.stream(
             text, voice=args.voice, seed=args.seed, format=fmt, sample_rate=args.sample_rate or None,
-            chunk_ms=args.chunk_ms or None, bit_rate=args.bit_rate or None, **params) as stream:
+            chunk_ms=args.chunk_ms or None, bit_rate=args.bit_rate or None, schedule=args.segment_schedule,
+            max_segment_tokens=args.max_segment_tokens or None, **params) as stream:
         try:
             sink.start(stream.wait_header())
             started = True

@@ -22,18 +22,31 @@ from barkstream.v1.common_pb2 import (
 from barkstream.v1.tts_pb2 import (
     AudioChunk,
     AudioEncoding,
+    Clear,
+    Cleared,
+    Flush,
     ListVoicesRequest,
     ListVoicesResponse,
+    Segmentation,
+    SegmentDone,
+    SegmentSchedule,
+    SegmentStarted,
+    SessionConfig,
     StreamHeader,
+    StreamingSynthesizeRequest,
+    StreamingSynthesizeResponse,
     SynthesisParams,
     SynthesisSummary,
     SynthesizeRequest,
     SynthesizeResponse,
     Voice,
+    VoicePrompt,
 )
 from barkstream.v1.tts_pb2_grpc import TextToSpeechServicer, TextToSpeechStub, add_TextToSpeechServicer_to_server
 
 __all__ = [
+    "Clear", "Cleared", "Flush", "SegmentDone", "SegmentSchedule", "Segmentation", "SegmentStarted", "SessionConfig",
+    "StreamingSynthesizeRequest", "StreamingSynthesizeResponse", "VoicePrompt",
     "AudioChunk", "AudioEncoding", "CoarseParams", "FineParams", "ListVoicesRequest", "ListVoicesResponse",
     "SamplingParams", "SemanticParams", "Stage", "StageTiming", "StopReason", "StreamHeader", "SynthesisParams",
     "SynthesisSummary", "SynthesizeRequest", "SynthesizeResponse", "TextToSpeechServicer", "TextToSpeechStub",

@@ -7,7 +7,8 @@ PortAudio's, or an output device's) is one clear message instead of a traceback.
 PortAudio pulls audio from a callback on its own thread. `PlaybackBuffer` is what that callback
 reads: the network side pushes chunks as they arrive, the device side takes exactly the bytes it
 asks for, and silence fills an underrun (the network is behind) instead of stopping the device.
-`Player` is a sink for `barkstream say` (start / write / finish / abort) that owns the device.
+`Player` is a sink for `barkstream say` (start / write / finish / abort) that owns the device;
+`play(stream)` plays an SDK stream with it.
 """
 
 from __future__ import annotations
@@ -161,3 +162,19 @@ class Player:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+def play(stream: Any, open_stream: Callable[..., Any] = open_sounddevice) -> None:
+    """Play `client.stream(...)` as it arrives; returns once the last sample has been played.
+
+    A failed stream raises its error here after stopping the sound at once.
+    """
+    player = Player(open_stream)
+    player.start(stream.wait_header())
+    try:
+        for chunk in stream:
+            player.write(chunk.data)
+    except BaseException:
+        player.abort()
+        raise
+    player.finish()

@@ -16,6 +16,8 @@ from typing import Any
 
 from barkstream.v1 import common_pb2, tts_pb2
 
+from .voice import VoicePromptLike, to_voice_prompt
+
 AudioEncoding = tts_pb2.AudioEncoding
 
 FORMATS: dict[str, int] = {
@@ -134,22 +136,71 @@ def build_params(base: tts_pb2.SynthesisParams | None, kwargs: dict[str, Any]) -
     return params
 
 
+SCHEDULES: dict[str, int] = {
+    "latency-aware": tts_pb2.SEGMENT_SCHEDULE_LATENCY_AWARE,
+    "fixed": tts_pb2.SEGMENT_SCHEDULE_FIXED,
+}
+
+
+def build_segmentation(schedule: str | None = None, max_segment_tokens: int | None = None,
+                       max_wait_ms: int | None = None) -> tts_pb2.Segmentation:
+    """schedule: 'latency-aware' (the server's default) or 'fixed'; the rest 0/None = the server's default."""
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}: use one of {', '.join(SCHEDULES)}")
+    return tts_pb2.Segmentation(schedule=SCHEDULES[schedule] if schedule else 0,
+                                max_tokens=max_segment_tokens or 0, max_wait_ms=max_wait_ms or 0)
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed={seed!r}: use a non-negative integer (or None for random)")
+
+
 def build_request(text: str, *, voice: str | None = None, seed: int | None = None, format: Format = None,
                   sample_rate: int | None = None, chunk_ms: int | None = None, request_id: str | None = None,
                   bit_rate: int | None = None, params: tts_pb2.SynthesisParams | None = None,
+                  schedule: str | None = None, max_segment_tokens: int | None = None,
+                  voice_prompt: VoicePromptLike | None = None, return_voice_prompt: bool = False,
                   **kwargs: Any) -> tts_pb2.SynthesizeRequest:
     """The request `synthesize`/`stream` send. Server-side rules (ranges, voices) stay server-side.
 
     bit_rate: bits per second for opus/ogg/mp3/aac (None: the codec's default).
+    schedule / max_segment_tokens: how the text is cut into segments (see build_segmentation).
+    voice_prompt: a voice as arrays (a Suno .npz's three arrays, or `summary.voice_prompt` of an
+    earlier stream) instead of a preset name. return_voice_prompt: the summary carries the voice
+    this stream spoke with, to send back later.
     """
     if not isinstance(text, str):
         raise TypeError(f"text: expected str, got {type(text).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed={seed!r}: use a non-negative integer (or None for random)")
+    _check_seed(seed)
     request = tts_pb2.SynthesizeRequest(
         text=text, voice=voice or "", encoding=parse_format(format), sample_rate_hz=sample_rate or 0,
         chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", bit_rate_bps=bit_rate or 0,
-        params=build_params(params, kwargs))
+        params=build_params(params, kwargs), segmentation=build_segmentation(schedule, max_segment_tokens),
+        return_voice_prompt=return_voice_prompt)
+    if voice_prompt is not None:
+        request.voice_prompt.CopyFrom(to_voice_prompt(voice_prompt))
     if seed is not None:
         request.seed = seed
     return request
+
+
+def build_config(*, voice: str | None = None, seed: int | None = None, format: Format = None,
+                 sample_rate: int | None = None, chunk_ms: int | None = None, request_id: str | None = None,
+                 bit_rate: int | None = None, params: tts_pb2.SynthesisParams | None = None,
+                 schedule: str | None = None, max_segment_tokens: int | None = None, max_wait_ms: int | None = None,
+                 voice_prompt: VoicePromptLike | None = None, return_voice_prompt: bool = False,
+                 **kwargs: Any) -> tts_pb2.SessionConfig:
+    """A session's configuration: the same options as build_request, plus max_wait_ms (how long
+    text may wait for a sentence to end, while nothing is playing, before it is spoken anyway)."""
+    _check_seed(seed)
+    config = tts_pb2.SessionConfig(
+        voice=voice or "", encoding=parse_format(format), sample_rate_hz=sample_rate or 0,
+        chunk_duration_ms=chunk_ms or 0, request_id=request_id or "", bit_rate_bps=bit_rate or 0,
+        params=build_params(params, kwargs), segmentation=build_segmentation(schedule, max_segment_tokens, max_wait_ms),
+        return_voice_prompt=return_voice_prompt)
+    if voice_prompt is not None:
+        config.voice_prompt.CopyFrom(to_voice_prompt(voice_prompt))
+    if seed is not None:
+        config.seed = seed
+    return config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -13,13 +13,14 @@ from barkstream.v1 import tts_pb2, tts_pb2_grpc
 
 from ._channel import DEFAULT_RETRY, DEFAULT_TARGET, MIB, ChannelOption, Credentials, RetryPolicy, open_channel
 from ._core import CLIENT_DEFAULT, ClientCore, Timeout
-from ._stream import Progress, StreamState, assemble
+from ._stream import StreamView, assemble
 from .audio import Audio, AudioChunk
 from .errors import Cancelled, from_rpc_error
-from .request import Format, build_request
+from .request import Format, build_config, build_request
+from .session import Session
 
 
-class AudioStream(Iterator[AudioChunk]):
+class AudioStream(StreamView, Iterator[AudioChunk]):
     """Audio chunks of one Synthesize call, yielded as they arrive.
 
     Iterate it, or use it as a context manager so that leaving the block early (a break, an
@@ -32,36 +33,6 @@ class AudioStream(Iterator[AudioChunk]):
 
     Errors raise the typed exceptions of barkstream.client.errors, also mid-stream.
     """
-
-    def __init__(self, call: Any, target: str, started: float) -> None:
-        self._call = call
-        self._target = target
-        self._started = started
-        self._state = StreamState()
-        self._cancelled = False
-
-    # -- what has arrived so far
-    @property
-    def header(self) -> tts_pb2.StreamHeader | None:
-        """The stream's header once it has arrived (after the first chunk, or `wait_header()`)."""
-        return self._state.header
-
-    @property
-    def summary(self) -> tts_pb2.SynthesisSummary | None:
-        """The server's summary (timings, real-time factor), once the stream has ended."""
-        return self._state.summary
-
-    @property
-    def time_to_first_audio(self) -> float | None:
-        """Seconds from the call to the first chunk reaching the caller (None before it)."""
-        return self._state.time_to_first_audio
-
-    @property
-    def done(self) -> bool:
-        return self._state.ended or self._cancelled
-
-    def progress(self) -> Progress:
-        return self._state.progress(time.monotonic() - self._started)
 
     def wait_header(self) -> tts_pb2.StreamHeader:
         """Block until the header arrives (sample rate, encoding, WAV header, segment count)."""
@@ -183,6 +154,28 @@ class TTSClient:
                          timeout=timeout, wait_for_ready=wait_for_ready, request_id=request_id, params=params,
                          **kwargs) as stream:
             return stream.collect()
+
+    def session(self, *, pieces: Iterable[str] | None = None, timeout: Timeout = CLIENT_DEFAULT,
+                wait_for_ready: bool | None = None, **config: Any) -> Session:
+        """Open a real-time session: send text pieces while audio streams back (see client.session).
+
+        pieces: the whole input as an iterator of text pieces, read as they come (then send, flush
+        and clear are not used). config: the keywords of `stream` (voice, seed, format, sample_rate,
+        chunk_ms, request_id, params, sampling keywords, schedule, max_segment_tokens, voice_prompt,
+        return_voice_prompt) and max_wait_ms. The timeout covers the whole session.
+        """
+        opts = self._core.call_options(timeout, wait_for_ready)
+        return Session(self._stub.StreamingSynthesize, build_config(**config), opts.kwargs(), self.target,
+                       pieces=pieces)
+
+    def speak(self, pieces: Iterable[str], *, timeout: Timeout = CLIENT_DEFAULT, wait_for_ready: bool | None = None,
+              **config: Any) -> Iterator[AudioChunk]:
+        """Speak text pieces as they come (an LLM's token stream), yielding audio as it is made."""
+        session = self.session(pieces=pieces, timeout=timeout, wait_for_ready=wait_for_ready, **config)
+        try:
+            yield from session.audio()
+        finally:
+            session.cancel()
 
     def list_voices(self, language: str | None = None, *, timeout: Timeout = CLIENT_DEFAULT,
                     wait_for_ready: bool | None = None) -> list[tts_pb2.Voice]:

@@ -44,7 +44,9 @@ class ServeConfig:
     random_checkpoint: str = field(default="", metadata=_help(
         "tiny or small: serve a random checkpoint written on first use (demos and tests, no download)"))
     random_checkpoint_dir: str = field(default="", metadata=_help(
-        "where --random-checkpoint writes (default ~/.cache/barkstream/random-SIZE)"))
+        "where --random-checkpoint writes (default ~/.cache/barkstream/random-SIZE[-eos])"))
+    random_checkpoint_eos: bool = field(default=False, metadata=_help(
+        "the random checkpoint's semantic model ends segments after a length that grows with the text"))
     device: str = field(default="cpu", metadata=_help("cpu or cuda[:N]"))
     dtype: str = field(default="float32", metadata=_help("float32, bfloat16 or float16 (transformers)"))
     flash_attn: bool = field(default=False, metadata=_help("use the flash-attn package where it applies"))
@@ -99,14 +101,14 @@ def checkpoint_dir(cfg: ServeConfig) -> Path:
     from .checkpoint.hub import resolve_checkpoint
 
     if cfg.random_checkpoint:
-        from .checkpoint.random_writer import write_random_checkpoint
+        from .checkpoint.random_writer import ensure_random_checkpoint
 
-        default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}"
+        suffix = "-eos" if cfg.random_checkpoint_eos else ""
+        default = Path.home() / ".cache" / "barkstream" / f"random-{cfg.random_checkpoint}{suffix}"
         out = Path(cfg.random_checkpoint_dir or default)
-        if not (out / "config.json").is_file():
-            log.info("writing a random %s checkpoint to %s", cfg.random_checkpoint, out)
-            write_random_checkpoint(out, size=cfg.random_checkpoint, seed=0)
-        return out
+        log.info("random %s checkpoint in %s (written if missing)", cfg.random_checkpoint, out)
+        return ensure_random_checkpoint(out, size=cfg.random_checkpoint, seed=0,
+                                        text_length_eos=cfg.random_checkpoint_eos)
     return resolve_checkpoint(cfg.checkpoint or None)
 
 
@@ -150,7 +152,8 @@ class App:
 
         cfg = self.serve_config
         interceptors, self._internal_token = front_door(
-            names, f"/{SERVICE_NAMES['orchestrator']}/Synthesize", token_file=cfg.auth_token_file,
+            names, [f"/{SERVICE_NAMES['orchestrator']}/{m}" for m in ("Synthesize", "StreamingSynthesize")],
+            token_file=cfg.auth_token_file,
             token=cfg.auth_token, max_streams_per_client=cfg.max_streams_per_client,
             retry_after_ms=self.server_config.retry_after_ms, internal=bool(self.stages))
         return interceptors

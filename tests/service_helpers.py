@@ -23,11 +23,19 @@ SEED = 1234
 MAX_DURATION_S = 1.0
 
 
+FIXED = tts_pb2.SEGMENT_SCHEDULE_FIXED
+
+
 def synth_request(text: str, voice: str = "", *, seed: int | None = SEED, greedy: bool = True,
                   max_duration_s: float | None = MAX_DURATION_S, encoding: int = tts_pb2.AUDIO_ENCODING_FLOAT32_LE,
-                  **fields) -> tts_pb2.SynthesizeRequest:
-    """A Synthesize request; greedy sets argmax on all three stages (the deterministic mode)."""
+                  schedule: int = FIXED, **fields) -> tts_pb2.SynthesizeRequest:
+    """A Synthesize request; greedy sets argmax on all three stages (the deterministic mode).
+
+    schedule: FIXED by default, so THREE_SEGMENTS makes the three segments the tests count on
+    (offline_synthesis asks the same); 0 = the server's default (latency-aware).
+    """
     req = tts_pb2.SynthesizeRequest(text=text, voice=voice, encoding=encoding, **fields)
+    req.segmentation.schedule = schedule
     if seed is not None:
         req.seed = seed
     if greedy:
@@ -98,13 +106,15 @@ def rpc_error(fn: Callable[[], object]) -> grpc.RpcError:
 
 
 def offline_synthesis(synthesizer, text: str, voice=None, seed: int | None = SEED,
-                      max_duration_s: float = MAX_DURATION_S):
+                      max_duration_s: float = MAX_DURATION_S, schedule: int = FIXED):
     """The offline Synthesizer's result (`.audio`, `.segments`) for what `synth_request(text, ...)` asks."""
     from barkstream.services.bark.params import GenerationParams
+    from barkstream.services.bark.schedule import Schedule, SegmentPolicy
     from barkstream.services.stages.pipeline import SynthesisRequest
 
     params = GenerationParams.build(greedy=True, max_duration_s=max_duration_s)
-    return synthesizer.generate(SynthesisRequest(text, voice, params, seed))
+    policy = SegmentPolicy(Schedule(schedule or Schedule.LATENCY_AWARE))
+    return synthesizer.generate(SynthesisRequest(text, voice, params, seed, policy))
 
 
 def poll(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -16,6 +16,7 @@ from barkstream.services.checkpoint.gpt_names import to_suno_state
 from barkstream.services.checkpoint.load import load_checkpoint
 from barkstream.services.checkpoint.random_writer import (
     VOICES,
+    ensure_random_checkpoint,
     random_codec_state,
     random_gpt_state,
     tokenizer_vocab,
@@ -164,6 +165,20 @@ def test_voices_are_every_suno_v2_preset_with_real_shapes(tiny: Path) -> None:
         assert getattr(ours, key).ndim == real[key].ndim and getattr(ours, key).shape[:-1] == real[key].shape[:-1]
         assert getattr(ours, key).dtype.kind == "i"
     assert ours.semantic_prompt.max() < C.SEMANTIC_VOCAB_SIZE and ours.coarse_prompt.max() < C.CODEBOOK_SIZE
+
+
+def test_ensure_gives_an_older_random_checkpoint_every_voice(tmp_path: Path) -> None:
+    """A random checkpoint cached by an older writer (3 voices) gets the rest, and keeps its weights."""
+    out = write_random_checkpoint(tmp_path / "old")
+    index = json.loads((out / "speaker_embeddings_path.json").read_text())
+    old = {k: index[k] for k in ("repo_or_path", "v2/en_speaker_0", "v2/en_speaker_1", "v2/de_speaker_0")}
+    (out / "speaker_embeddings_path.json").write_text(json.dumps(old))
+    weights = (out / "pytorch_model.bin").stat().st_mtime_ns
+    assert ensure_random_checkpoint(out) == out
+    assert VoiceLibrary([out]).list() == sorted(VOICES)
+    assert (out / "pytorch_model.bin").stat().st_mtime_ns == weights
+    fresh = ensure_random_checkpoint(tmp_path / "new")
+    assert VoiceLibrary([fresh]).list() == sorted(VOICES) and (fresh / "pytorch_model.bin").is_file()
 
 
 def test_refuses_to_overwrite(tiny: Path) -> None:

@@ -22,7 +22,7 @@ from .service_helpers import ONE_SEGMENT, THREE_SEGMENTS, VOICE
 
 pytestmark = pytest.mark.timeout(180)
 
-FAST = ["--greedy", "--max-duration", "0.5", "--seed", "1234"]
+FAST = ["--greedy", "--max-duration", "0.5", "--seed", "1234", "--segment-schedule", "fixed"]
 
 
 def cli(*args: str) -> list[str]:

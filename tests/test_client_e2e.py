@@ -26,7 +26,7 @@ from .service_helpers import ONE_SEGMENT, THREE_SEGMENTS, VOICE, engine_load, id
 
 pytestmark = pytest.mark.timeout(180)
 
-FAST = {"greedy": True, "max_duration": 0.5, "seed": 1234}
+FAST = {"greedy": True, "max_duration": 0.5, "seed": 1234, "schedule": "fixed"}  # THREE_SEGMENTS: 3 segments
 
 
 @pytest.fixture()
@@ -59,7 +59,8 @@ def free_port() -> int:
 
 # ------------------------------------------------------------------------------------ sync
 def test_synthesize_returns_the_same_audio_as_the_raw_api(client, server, tmp_path):
-    audio = client.synthesize(THREE_SEGMENTS, voice=VOICE, format="f32", greedy=True, max_duration=1.0, seed=1234)
+    audio = client.synthesize(THREE_SEGMENTS, voice=VOICE, format="f32", greedy=True, max_duration=1.0, seed=1234,
+                              schedule="fixed")
     raw = synthesize(server.target, synth_request(THREE_SEGMENTS, VOICE))  # same request via the generated stub
     # Batching order can change float summation in the last bits; the samples must agree to float noise.
     np.testing.assert_allclose(audio.samples, raw.float32(), rtol=0, atol=1e-5)

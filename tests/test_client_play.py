@@ -1,14 +1,13 @@
 """`barkstream say --play` (client/play.py): the missing-extra message, and a real stream played on a fake device.
 
-No test machine has a sound card, so the device here is a fake PortAudio: a thread that pulls
-`blocksize` frames through the player's callback at the audio's own pace, as PortAudio does.
+No test machine has a sound card, so the device here is a fake PortAudio (tests/fake_sound_card):
+a thread that pulls `blocksize` frames through the player's callback every block period, as PortAudio does.
 """
 
 from __future__ import annotations
 
 import io
 import sys
-import threading
 import time
 
 import pytest
@@ -16,46 +15,10 @@ import pytest
 from barkstream.client import TTSClient, commands
 from barkstream.client.play import PLAY_INSTALL, PlaybackBuffer, Player
 
+from .fake_sound_card.sounddevice import RawOutputStream as FakeDevice
 from .service_helpers import THREE_SEGMENTS, VOICE
 
 pytestmark = pytest.mark.timeout(180)
-
-
-class FakeDevice:
-    """PortAudio's pull model: every block period, the callback fills one block of output."""
-
-    def __init__(self, *, samplerate: int, channels: int, dtype: str, callback, blocksize: int = 480,
-                 speedup: float = 8.0) -> None:
-        self.width = {"int16": 2, "float32": 4}[dtype] * channels
-        self.samplerate, self.callback, self.blocksize = samplerate, callback, blocksize
-        self.period = blocksize / samplerate / speedup  # faster than real time: the test need not wait
-        self.played = bytearray()
-        self.pulls: list[tuple[float, bytes]] = []
-        self.running = threading.Event()
-        self.closed = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self.running.set()
-        self.thread.start()
-
-    def _run(self) -> None:
-        while self.running.is_set():
-            block = bytearray(self.blocksize * self.width)
-            self.callback(block, self.blocksize, None, None)
-            self.played += block
-            self.pulls.append((time.monotonic(), bytes(block)))
-            time.sleep(self.period)
-
-    def stop(self) -> None:
-        self.running.clear()
-        self.thread.join(5)
-
-    def abort(self) -> None:
-        self.stop()
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def test_play_without_the_extra_says_how_to_install_before_any_synthesis(monkeypatch):

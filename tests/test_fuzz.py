@@ -258,3 +258,78 @@ def test_every_escape_is_refused_by_the_library_and_the_server(world):
     finally:
         world.watch.active = False
     assert world.watch.hits == [], world.watch.hits
+
+
+# ------------------------------------------------------------------------------------ sessions
+
+
+@st.composite
+def session_messages(draw, voices: tuple[str, ...]) -> list[tts_pb2.StreamingSynthesizeRequest]:
+    """A StreamingSynthesize request stream: usually a config first, then any mix of pieces,
+    flushes, clears, empty messages and extra configs."""
+    def config() -> tts_pb2.StreamingSynthesizeRequest:
+        hostile = draw(st.integers(0, 3)) == 0  # mostly valid, so that sequences reach the session itself
+        voice = st.one_of(st.sampled_from(voices), st.text(max_size=20)) if hostile else st.sampled_from(("", *voices))
+        cfg = tts_pb2.SessionConfig(voice=draw(voice), params=draw(params(hostile and draw(st.booleans()))))
+        cfg.segmentation.schedule = draw(st.sampled_from([0, 1, 2, 3, -1] if hostile else [0, 1, 2]))
+        cfg.segmentation.max_tokens = draw(st.sampled_from([0, 1, 5, 48, 256, 257, 2**32 - 1] if hostile
+                                                           else [0, 1, 5, 48, 256]))
+        cfg.segmentation.max_wait_ms = draw(st.sampled_from([0, 1, 50, 300, 10_000, 10_001] if hostile
+                                                            else [0, 50, 300]))
+        return tts_pb2.StreamingSynthesizeRequest(config=cfg)
+
+    benign = st.one_of(
+        texts.map(lambda t: tts_pb2.StreamingSynthesizeRequest(text=t)),
+        valid_texts.map(lambda t: tts_pb2.StreamingSynthesizeRequest(text=t)),
+        st.just(tts_pb2.StreamingSynthesizeRequest(flush=tts_pb2.Flush())),
+        st.just(tts_pb2.StreamingSynthesizeRequest(clear=tts_pb2.Clear())))
+    message = st.one_of(benign, st.just(tts_pb2.StreamingSynthesizeRequest()), st.just(None))  # None: a 2nd config
+    first = [config()] if draw(st.integers(0, 9)) else []
+    size = draw(st.integers(0, 12))
+    # Most sequences hold only pieces, flushes and clears; some also an empty message or a second config.
+    pieces = message if draw(st.integers(0, 3)) == 0 else benign
+    rest = [m if m is not None else config() for m in draw(st.lists(pieces, min_size=size, max_size=size))]
+    return first + rest
+
+
+def check_ok_session(received: list) -> None:
+    kinds = [m.WhichOneof("payload") for m in received]
+    assert kinds[0] == "header" and kinds[-1] == "summary" and "header" not in kinds[1:-1], kinds[:8]
+    chunks = [m.chunk for m in received if m.HasField("chunk")]
+    assert [c.sequence_number for c in chunks] == list(range(len(chunks)))
+    assert sum(c.num_samples for c in chunks) == received[-1].summary.total_samples
+    started: set[int] = set()
+    for m in received:
+        if m.HasField("segment_started"):
+            started.add(m.segment_started.segment_index)
+        elif m.HasField("chunk"):
+            assert m.chunk.segment_index in started, "audio before its segment_started"
+
+
+def test_hostile_session_message_sequences_end_ok_or_with_a_clear_status(world):
+    stats: dict[str, int] = {}
+    with grpc.insecure_channel(world.server.target) as channel:
+        stub = tts_pb2_grpc.TextToSpeechStub(channel)
+
+        @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(session_messages(world.voices))
+        def one(messages: list[tts_pb2.StreamingSynthesizeRequest]) -> None:
+            received: list = []
+            code, details = grpc.StatusCode.OK, ""
+            try:
+                for msg in stub.StreamingSynthesize(iter(messages), timeout=60):
+                    received.append(msg)
+            except grpc.RpcError as e:
+                code, details = e.code(), e.details() or ""
+            stats[code.name] = stats.get(code.name, 0) + 1
+            assert code in ALLOWED, (code, details, messages)
+            if code == grpc.StatusCode.OK:
+                check_ok_session(received)
+            else:
+                assert details, "an error must say what is wrong"
+
+        one()
+    print(f"\nsession fuzz: {stats}")
+    assert stats.get("OK", 0) >= 15 and stats.get("INVALID_ARGUMENT", 0) >= 30, stats
+    assert poll(lambda: idle(world.server.app), timeout=10), f"work left behind: {engine_load(world.server.app)}"

@@ -43,7 +43,16 @@ def test_seeded_draws_repeat_and_streams_differ():
 
 @pytest.mark.parametrize("bad", [dict(semantic_temp=-1.0), dict(coarse_temp=float("nan")), dict(top_p=0.0),
                                  dict(top_p=1.5), dict(top_k=0), dict(min_eos_p=2.0), dict(max_duration_s=-1.0),
-                                 dict(fine_temp=float("inf"))])
+                                 dict(fine_temp=float("inf")), dict(semantic_temp=3.4028235677973366e38),
+                                 dict(coarse_temp=1e7)])
 def test_bad_params_are_rejected_with_a_message(bad):
     with pytest.raises(ValueError, match=r"\w"):
         GenerationParams.build(**bad)
+
+
+def test_the_largest_temperature_still_gives_a_distribution():
+    from barkstream.services.bark.params import MAX_TEMPERATURE
+
+    logits = torch.randn(100) * 30
+    probs = probabilities(logits, SamplingParams(temperature=MAX_TEMPERATURE, top_k=1))
+    assert torch.isfinite(probs).all() and math.isclose(float(probs.sum()), 1.0, rel_tol=1e-5)

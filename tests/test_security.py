@@ -391,3 +391,24 @@ def test_an_orchestrator_without_the_client_certificate_fails_fast(mtls_cluster,
         assert err.code() == grpc.StatusCode.UNAVAILABLE, (err.code(), err.details())
     finally:
         orchestrator.stop()
+
+
+def test_sessions_need_a_token_and_count_against_the_per_client_limit(auth_server):
+    """An open real-time session is one of the client's streams: a second stream of the same client waits
+    for it to end (RESOURCE_EXHAUSTED), and without a token a session never starts."""
+    with TTSClient(auth_server.target) as anonymous:
+        with pytest.raises(errors.Unauthenticated), anonymous.session() as session:
+            session.send("Hello.")
+            list(session)
+    with TTSClient(auth_server.target, token=ALPHA, timeout=60) as client:
+        with client.session(seed=1, greedy=True, max_duration=0.3) as session:
+            session.send("Hello there.")
+            session.flush()
+            next(iter(session))  # the session is running on the server
+            with pytest.raises(errors.Overloaded, match="per-client limit"):
+                client.synthesize(ONE_SEGMENT, seed=1, greedy=True, max_duration=0.3)
+            session.close()
+            list(session)
+        assert session.summary is not None and session.summary.total_samples > 0
+        assert client.synthesize(ONE_SEGMENT, seed=1, greedy=True, max_duration=0.3).duration > 0  # slot back
+

@@ -16,6 +16,9 @@ from . import constants as C
 # Below this, logits / temperature overflows float32 (a subnormal temperature makes the softmax
 # NaN); such temperatures are argmax in all but name: use greedy.
 MIN_TEMPERATURE = 1e-4
+# Above this the tempered logits are all ~0 (a uniform draw), and past float32's largest value
+# the temperature itself becomes inf in float32, which makes the softmax NaN.
+MAX_TEMPERATURE = 1e6
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,8 @@ class SamplingParams:
     def validate(self, name: str = "sampling") -> None:
         """Reject values that would make the softmax or the filters meaningless."""
         if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature) \
-                or self.temperature < MIN_TEMPERATURE:
-            raise ValueError(f"{name} temperature must be a finite number >= {MIN_TEMPERATURE:g} "
+                or not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"{name} temperature must be a number in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] "
                              f"(for argmax set greedy), got {self.temperature}")
         if self.top_k is not None and not (1 <= self.top_k <= 100_000):
             raise ValueError(f"{name} top_k must be between 1 and 100000 when set, got {self.top_k}")

@@ -303,10 +303,16 @@ def _causal_mask_buffers(config: GPTConfig) -> dict[str, torch.Tensor]:
     return {f"layers.{i}.attn.bias": mask for i in range(config.n_layer)}
 
 
-def _model_states(config: BarkConfig, seed: int, head_scale: float | None) -> Iterator[tuple[str, dict]]:
+def _model_states(config: BarkConfig, seed: int, head_scale: float | None,
+                  text_length_eos: bool = False) -> Iterator[tuple[str, dict]]:
     gen = torch.Generator().manual_seed(seed)
     for prefix, cfg in (("semantic.", config.semantic), ("coarse_acoustics.", config.coarse)):
-        yield prefix, {**random_gpt_state(cfg, gen, head_scale), **_causal_mask_buffers(cfg)}
+        sd = random_gpt_state(cfg, gen, head_scale)
+        if text_length_eos and prefix == "semantic.":
+            from .random_eos import add_text_length_eos
+
+            add_text_length_eos(sd, cfg)
+        yield prefix, {**sd, **_causal_mask_buffers(cfg)}
     yield "fine_acoustics.", random_gpt_state(config.fine, gen, head_scale)
     yield "codec_model.", codec_encodec_to_hf(random_codec_state(seed))
 
@@ -318,10 +324,13 @@ def write_random_checkpoint(
     head_scale: float | None = None,
     *,
     overwrite: bool = False,
+    text_length_eos: bool = False,
 ) -> Path:
     """Write a random checkpoint in the suno/bark-small snapshot layout; returns its directory.
 
     `head_scale` multiplies the output heads (default: logits of std ~5, see `default_head_scale`).
+    `text_length_eos`: the semantic model ends each segment after a length that grows with its
+    text (random_eos.py), instead of always running to 768 tokens.
     The same seed always writes the same tensors.
     """
     configs = {"tiny": bark_tiny, "small": bark_small}
@@ -333,7 +342,7 @@ def write_random_checkpoint(
         raise FileExistsError(f"{out} already holds a checkpoint (pass overwrite=True / --force)")
     out.mkdir(parents=True, exist_ok=True)
     state: dict[str, torch.Tensor] = {}
-    for prefix, sd in _model_states(config, seed, head_scale):
+    for prefix, sd in _model_states(config, seed, head_scale, text_length_eos):
         state.update({prefix + k: v for k, v in sd.items()})
     # Written beside and renamed over the old file, never rewritten in place: a process holding a loaded
     # checkpoint has its file memory-mapped (services/checkpoint/tensor_files.py), and would see the new bytes,
@@ -345,4 +354,18 @@ def write_random_checkpoint(
     _write_json(out / "generation_config.json", generation_config_dict())
     _write_tokenizer(out)
     _write_voices(out, seed)
+    return out
+
+
+def ensure_random_checkpoint(out_dir: str | Path, size: Size = "tiny", seed: int = 0,
+                             text_length_eos: bool = False) -> Path:
+    """The random checkpoint in `out_dir`: written when missing, given the missing voices when an older
+    writer made it (it had 3 voices, not every Suno v2 name), else left as it is."""
+    out = Path(out_dir)
+    if not (out / "config.json").is_file():
+        return write_random_checkpoint(out, size=size, seed=seed, text_length_eos=text_length_eos)
+    index = out / "speaker_embeddings_path.json"
+    voices = json.loads(index.read_text(encoding="utf-8")) if index.is_file() else {}
+    if not set(VOICES) <= set(voices):
+        _write_voices(out, seed)
     return out

@@ -26,6 +26,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     rnd.add_argument("--seed", type=int, default=0)
     rnd.add_argument("--head-scale", type=float, default=None, help="output head multiplier (default: logit std ~5)")
     rnd.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in out_dir")
+    rnd.add_argument("--text-length-eos", action="store_true",
+                     help="the semantic model ends each segment after ~12 tokens per text token + 20 (realistic "
+                          "segment lengths for tests and benchmarks; random weights otherwise never stop)")
     rnd.set_defaults(func=run_random)
 
     ver = sub.add_parser("verify", help="load a checkpoint and check every tensor name and shape")
@@ -54,8 +57,8 @@ def run_random(args: argparse.Namespace) -> int:
 
     try:
         out = write_random_checkpoint(
-            args.out_dir, size=args.size, seed=args.seed, head_scale=args.head_scale, overwrite=args.force
-        )
+            args.out_dir, size=args.size, seed=args.seed, head_scale=args.head_scale, overwrite=args.force,
+            text_length_eos=args.text_length_eos)
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-eos-p", type=float, default=C.DEFAULT_MIN_EOS_P)
     p.add_argument("--max-duration", type=float, metavar="SECONDS",
                    help="stop each segment's semantic generation after this many seconds")
+    p.add_argument("--segment-schedule", choices=["latency-aware", "fixed"], default="latency-aware",
+                   help="latency-aware: a short first segment, then growing ones (the server's default); "
+                        "fixed: every segment packed up to --max-segment-tokens")
+    p.add_argument("--max-segment-tokens", type=int, default=48, metavar="N",
+                   help="text tokens per segment, 1..256 (256 with fixed: Suno's single pass for up to 256 tokens)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="int8: weight-only int8 transformer linears (faster decode; not token-exact)")
@@ -73,6 +78,7 @@ def load_voice(spec: str | None, voices_dir: Path | None, allow_files: bool = Fa
 
 def run_generate(args: argparse.Namespace) -> int:
     from ..bark.params import GenerationParams
+    from ..bark.schedule import Schedule, SegmentPolicy
     from ..bark.tokenizer import BarkTokenizer
     from ..checkpoint.hub import resolve_checkpoint
     from ..checkpoint.load import load_checkpoint
@@ -86,13 +92,15 @@ def run_generate(args: argparse.Namespace) -> int:
         fine_temp=args.fine_temp, top_k=args.top_k, top_p=args.top_p, min_eos_p=args.min_eos_p,
         max_duration_s=args.max_duration,
     )
+    schedule = Schedule.FIXED if args.segment_schedule == "fixed" else Schedule.LATENCY_AWARE
+    segmentation = SegmentPolicy(schedule, args.max_segment_tokens)
     ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
     voice = load_voice(args.voice, ckpt.voices_dir, allow_files=True)
     options = ModelOptions(device=args.device, dtype=args.dtype, quantize=args.quantize)
     models = load_stage_models(ckpt, options=options)
     # Keep only the checkpoint's facts: its tensors (memory-mapped file pages) are no longer needed.
     ckpt = models.checkpoint
-    synth = Synthesizer(models, BarkTokenizer.from_dir(ckpt.tokenizer_dir()))
+    synth = Synthesizer(models, BarkTokenizer.from_dir(ckpt.tokenizer_dir()), segmentation=segmentation)
     progress = StageProgress(sys.stderr.isatty())
     try:
         result = synth.generate(SynthesisRequest(args.text, voice, params, args.seed), progress)

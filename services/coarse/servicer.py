@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import aclosing
-
-import grpc
+import numpy as np
 
 from barkstream.v1 import stages_pb2, stages_pb2_grpc
 
 from ..common import convert
-from ..common.admission import Admission
-from ..common.ready import Ready
-from ..common.spans import annotate
-from ..common.status import abort_on_error
-from ..common.streaming import Inputs, engine_outputs, first_message
+from ..common.streaming import FrameStage
 from ..stages.coarse import CoarseRequest, CoarseStream
-from ..stages.runner import EngineRunner
 
 
 def request_from_pb(cfg: stages_pb2.CoarseConfig) -> CoarseRequest:
@@ -29,23 +22,14 @@ def request_from_pb(cfg: stages_pb2.CoarseConfig) -> CoarseRequest:
                          convert.seed_from_pb(cfg))
 
 
-class CoarseServicer(stages_pb2_grpc.CoarseServiceServicer):
-    def __init__(self, runner: Ready[EngineRunner], admission: Admission):
-        self.runner = runner
-        self.admission = admission
+class CoarseServicer(FrameStage, stages_pb2_grpc.CoarseServiceServicer):
+    where = "coarse stage"
+    input_field = "semantic"
+    response = stages_pb2.CoarseGenerateResponse
 
-    async def Generate(self, request_iterator, context: grpc.aio.ServicerContext):
-        async with self.admission.slot(context), abort_on_error(context, where="coarse stage"):
-            cfg = (await first_message(request_iterator, "config")).config
-            core = request_from_pb(cfg)
-            stream = CoarseStream(core)
-            annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
-            runner = self.runner.get()
-            inputs = Inputs(request_iterator, stream, "semantic",
-                            lambda m: convert.semantic_from_pb(m.semantic.tokens, "semantic"))
-            outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream, core.seed), inputs)
-            numbering = convert.TokenChunks(cfg.request_id, cfg.segment_index)
-            async with aclosing(outputs):
-                async for frames in outputs:
-                    yield stages_pb2.CoarseGenerateResponse(chunk=numbering.chunk(frames))
-            yield stages_pb2.CoarseGenerateResponse(end=numbering.end())
+    def start(self, cfg: stages_pb2.CoarseConfig) -> tuple[CoarseStream, int | None]:
+        core = request_from_pb(cfg)
+        return CoarseStream(core), core.seed
+
+    def parse(self, message: stages_pb2.CoarseGenerateRequest) -> np.ndarray:
+        return convert.semantic_from_pb(message.semantic.tokens, "semantic")

@@ -176,27 +176,29 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
 
 def _limited(handler: grpc.RpcMethodHandler, limiter: ClientStreamLimiter,
              client: str | None) -> grpc.RpcMethodHandler:
-    """`handler` (unary-stream) run inside one of `client`'s slots."""
-    inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]] = handler.unary_stream
+    """`handler` (unary-stream or stream-stream) run inside one of `client`'s slots."""
+    inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]] = (
+        handler.unary_stream or handler.stream_stream)
 
-    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def behavior(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async with limiter.slot(client or peer_host(context.peer()), context):
             # aclosing: an abandoned stream closes the servicer's generator now, not at GC time.
-            async with contextlib.aclosing(inner(request, context)) as responses:
+            async with contextlib.aclosing(inner(request_or_iterator, context)) as responses:
                 async for response in responses:
                     yield response
 
-    return grpc.unary_stream_rpc_method_handler(
-        behavior, request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer)
+    make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None
+            else grpc.stream_stream_rpc_method_handler)
+    return make(behavior, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
 
 
 class FrontDoorInterceptor(grpc.aio.ServerInterceptor):
     """Authentication and per-client limits for the services in `protected`.
 
     verifier: None = no authentication (then a client is its peer host).
-    limiter / limited_methods: full method names (`/pkg.Service/Method`, unary-stream) whose
-      streams count against each client's limit.
+    limiter / limited_methods: full method names (`/pkg.Service/Method`, unary-stream or
+      stream-stream) whose streams count against each client's limit.
     """
 
     def __init__(self, protected: Collection[str], verifier: TokenVerifier | None = None,
@@ -226,7 +228,7 @@ class FrontDoorInterceptor(grpc.aio.ServerInterceptor):
                 log.info("refused %s: unknown bearer token", method)
                 return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
         if (self.limiter is not None and method in self.limited_methods and client != INTERNAL_CLIENT
-                and handler.unary_stream is not None):
+                and (handler.unary_stream is not None or handler.stream_stream is not None)):
             return _limited(handler, self.limiter, client)
         return handler
 
@@ -236,13 +238,13 @@ def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return ((AUTHORIZATION_KEY, f"Bearer {token}"),) if token else ()
 
 
-def front_door(protected: Collection[str], stream_method: str, *, token_file: str = "", token: str = "",
+def front_door(protected: Collection[str], stream_methods: Collection[str], *, token_file: str = "", token: str = "",
                max_streams_per_client: int = 0, retry_after_ms: int = 1000,
                internal: bool = False) -> tuple[list[grpc.aio.ServerInterceptor], str | None]:
     """The interceptors an orchestrator needs, and its internal token (None when unused).
 
-    protected: full service names that need a token; stream_method: the full name of the
-      streaming method counted per client (`/barkstream.v1.TextToSpeech/Synthesize`).
+    protected: full service names that need a token; stream_methods: the full names of the
+      streaming methods counted per client (`/barkstream.v1.TextToSpeech/Synthesize`, its sessions).
     internal: the process also serves the stages its orchestrator calls (embedded server).
     """
     tokens = load_tokens(token_file, token)
@@ -253,4 +255,4 @@ def front_door(protected: Collection[str], stream_method: str, *, token_file: st
         return [], None
     if verifier is not None:
         log.info("bearer-token authentication on for %s (%d token(s))", ", ".join(sorted(protected)), len(tokens))
-    return [FrontDoorInterceptor(protected, verifier, limiter, [stream_method])], own
+    return [FrontDoorInterceptor(protected, verifier, limiter, list(stream_methods))], own

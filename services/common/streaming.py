@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..common import convert
 from ..common.errors import InvalidRequest
+from ..common.spans import annotate
+from ..common.status import abort_on_error
 
 
 async def first_message(requests: AsyncIterator[Any], config_field: str) -> Any:
@@ -98,3 +101,50 @@ async def engine_outputs(runner: Any, attach: Callable[[Any], None],
             reader.cancel()
         bridge.job.cancel()
         runner.wake()
+
+
+async def frame_chunks(runner: Any, cfg: Any, stream: Any, seed: int | None, inputs: Inputs,
+                       response: Callable[..., Any]) -> AsyncIterator[Any]:
+    """The coarse and fine bodies: frames in, frames out as numbered chunks, then the end message.
+
+    `response` is the RPC's response message class (`chunk=` / `end=` payloads).
+    """
+    annotate(request_id=cfg.request_id, segment_index=cfg.segment_index)
+    outputs = engine_outputs(runner, lambda job: runner.engine.attach(job, stream, seed), inputs)
+    numbering = convert.TokenChunks(cfg.request_id, cfg.segment_index)
+    async with aclosing(outputs):
+        async for frames in outputs:
+            yield response(chunk=numbering.chunk(frames))
+    yield response(end=numbering.end())
+
+
+class FrameStage:
+    """The coarse and fine servicers' Generate: config first, then frames in; frames out, then the end.
+
+    A subclass says what differs: `where` (for errors), `input_field` and `response` (its messages),
+    `start(cfg)` (the engine stream and seed for a config) and `parse(message)` (one input chunk).
+    """
+
+    where: str
+    input_field: str
+    response: Callable[..., Any]
+
+    def __init__(self, runner: Any, admission: Any) -> None:
+        self.runner = runner  # Ready[EngineRunner]
+        self.admission = admission
+
+    def start(self, cfg: Any) -> tuple[Any, int | None]:
+        raise NotImplementedError
+
+    def parse(self, message: Any) -> Any:
+        raise NotImplementedError
+
+    async def Generate(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        async with self.admission.slot(context), abort_on_error(context, where=self.where):
+            cfg = (await first_message(request_iterator, "config")).config
+            stream, seed = self.start(cfg)
+            inputs = Inputs(request_iterator, stream, self.input_field, self.parse)
+            body = frame_chunks(self.runner.get(), cfg, stream, seed, inputs, self.response)
+            async with aclosing(body):  # a caller who goes away frees the engine row at once
+                async for message in body:
+                    yield message

@@ -14,14 +14,29 @@ from typing import Any
 import numpy as np
 
 from ..bark.params import GenerationParams
-from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS, split_text
+from ..bark.schedule import SegmentPolicy, schedule_segments
+from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS
 from ..bark.tokenizer import BarkTokenizer
 from ..bark.voices import VoiceLibrary, VoicePrompt
 from ..common import convert
 from ..common.errors import InvalidRequest
 from .formats import AudioFormat, resolve_format
+from .options import resolve_voice
 
 MAX_REQUEST_ID_LEN = 128
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """A real-time session's bounds (StreamingSynthesize); each has its own status when reached."""
+
+    max_piece_chars: int = 4000
+    max_buffered_chars: int = 4000
+    max_segments_ahead: int = 3
+    idle_timeout_s: float = 60.0
+    max_session_s: float = 1800.0
+    max_clears: int = 10  # within clear_window_s
+    clear_window_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,7 @@ class OrchestratorLimits:
     max_text_chars: int = 4000
     max_segments: int = 64
     max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS
+    session: SessionLimits = SessionLimits()
 
 
 @dataclass(frozen=True)
@@ -47,7 +63,7 @@ def stream_options(msg: Any, voices: VoiceLibrary) -> StreamOptions:
     """A SynthesizeRequest or SessionConfig -> StreamOptions (raises InvalidRequest or VoiceError)."""
     fmt = resolve_format(msg.encoding, msg.sample_rate_hz, msg.chunk_duration_ms, msg.bit_rate_bps)
     params = convert.generation_params_from_pb(msg.params)
-    voice = voices.load(msg.voice) if msg.voice else None
+    voice = resolve_voice(voices, msg.voice, msg.voice_prompt)  # a preset name or inline arrays
     return StreamOptions(checked_request_id(msg.request_id) or uuid.uuid4().hex, msg.voice, voice, params,
                          convert.seed_from_pb(msg), fmt)
 
@@ -69,10 +85,11 @@ def check_text(text: str, limits: OrchestratorLimits) -> None:
         raise InvalidRequest("text contains NUL characters: remove them")
 
 
-def segment_ids(text: str, tokenizer: BarkTokenizer, limits: OrchestratorLimits) -> list[np.ndarray]:
-    """Checked text -> the token ids of its segments (sentences, then clauses, then words)."""
+def segment_ids(text: str, tokenizer: BarkTokenizer, limits: OrchestratorLimits,
+                policy: SegmentPolicy | None = None) -> list[np.ndarray]:
+    """Checked text -> the token ids of its segments (the policy's schedule; default latency-aware)."""
     check_text(text, limits)
-    segments = split_text(text, tokenizer.count, limits.max_segment_tokens)
+    segments = schedule_segments(text, tokenizer.count, policy or SegmentPolicy(max_tokens=limits.max_segment_tokens))
     ids = [np.asarray(tokenizer.encode(s), dtype=np.int64) for s in segments]
     ids = [i for i in ids if len(i)]
     if not ids:

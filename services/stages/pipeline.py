@@ -16,7 +16,8 @@ import torch
 
 from ..bark import constants as C
 from ..bark.params import GenerationParams, long_form_prompt, segment_seed
-from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS, split_text
+from ..bark.schedule import SegmentPolicy, schedule_segments
+from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS
 from ..bark.tokenizer import BarkTokenizer
 from ..bark.voices import VoicePrompt
 from .coarse import CoarseEngine, CoarseRequest
@@ -42,6 +43,7 @@ class SynthesisRequest:
     voice: VoicePrompt | None = None
     params: GenerationParams = field(default_factory=GenerationParams)
     seed: int | None = None
+    segmentation: SegmentPolicy | None = None  # None: the synthesizer's (latency-aware, as the server's default)
 
 
 @dataclass
@@ -63,18 +65,19 @@ class Synthesizer:
     """Runs whole requests through all four stages in this process."""
 
     def __init__(self, models: StageModels, tokenizer: BarkTokenizer,
-                 max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS, max_batch: int = 8):
+                 max_segment_tokens: int = DEFAULT_MAX_SEGMENT_TOKENS, max_batch: int = 8,
+                 segmentation: SegmentPolicy | None = None):
         if None in (models.semantic, models.coarse, models.fine, models.codec):
             raise ValueError("the offline synthesizer needs all four models")
         self.models = models
         self.tokenizer = tokenizer
-        self.max_segment_tokens = max_segment_tokens
+        self.segmentation = segmentation or SegmentPolicy(max_tokens=max_segment_tokens)
         self.semantic = SemanticEngine(models.semantic, max_batch)
         self.coarse = CoarseEngine(models.coarse, max_batch)
         self.fine = FineEngine(models.fine, max_batch)
 
-    def segments(self, text: str) -> list[str]:
-        segments = split_text(text, self.tokenizer.count, self.max_segment_tokens)
+    def segments(self, text: str, segmentation: SegmentPolicy | None = None) -> list[str]:
+        segments = schedule_segments(text, self.tokenizer.count, segmentation or self.segmentation)
         if not segments:
             raise ValueError("text is empty: give some words to speak")
         return segments
@@ -85,7 +88,7 @@ class Synthesizer:
     def generate_batch(self, requests: list[SynthesisRequest], progress: Progress | None = None) -> list[Synthesis]:
         for r in requests:
             r.params.validate()
-        texts = [self.segments(r.text) for r in requests]
+        texts = [self.segments(r.text, r.segmentation) for r in requests]
         done: list[list[SegmentCodes]] = [[] for _ in requests]
         n_segments = max(len(t) for t in texts)
         for index in range(n_segments):
