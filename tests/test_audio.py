@@ -210,7 +210,7 @@ def test_streamed_wav_reads_and_finalized_wav_is_valid():
 
 def test_generate_writes_the_same_int16_as_the_stream(tmp_path):
     """`barkstream generate` rounds like the server and the SDK (it used to truncate)."""
-    from barkstream.services.cli import write_wav
+    from barkstream.services.cli.generate import write_wav
 
     x = np.array([1.6, -1.6, 16383.5, 40000.0], np.float32) / 32767
     write_wav(tmp_path / "g.wav", x, 24_000)

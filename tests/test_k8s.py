@@ -25,7 +25,9 @@ K8S = ROOT / "k8s"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 COMPONENTS = sorted(p.parent.name for p in (K8S / "components").glob("*/kustomization.yaml"))
 # Optional components rendered on top of an overlay here (as a user's own overlay would add them).
-COMBINATIONS = {"gpu+tls": ("gpu", ["tls"]), "cpu+ingress": ("cpu", ["ingress"])}
+COMBINATIONS = {"gpu+tls": ("gpu", ["tls"]), "gpu+shared-gpu": ("gpu", ["shared-gpu"]),
+                "cpu+ingress": ("cpu", ["ingress"])}
+EMBEDDED = {"one-gpu"}  # layouts that serve every stage in the orchestrator's pod (`serve all`)
 STAGES = {"semantic": 50061, "coarse": 50062, "fine": 50063, "codec": 50064}
 ROLES = {**STAGES, "orchestrator": 50051}
 OLDEST_KUBERNETES = "1.29.0"
@@ -65,20 +67,39 @@ def overlay(request, tmp_path_factory) -> tuple[str, list[dict]]:
     name = request.param
     if name not in COMBINATIONS:
         return name, render(K8S / "overlays" / name)
-    base, components = COMBINATIONS[name]
-    root = tmp_path_factory.mktemp("k8s") / "k8s"
+    return name, render_combined(tmp_path_factory.mktemp("k8s"), *COMBINATIONS[name])
+
+
+def render_combined(tmp: Path, base: str, components: list[str]) -> list[dict]:
+    """An overlay of the user's own: `base` with `components` on top."""
+    root = tmp / "k8s"
     shutil.copytree(K8S, root)  # kustomize takes relative paths only
     combined = root / "overlays" / "combined"
     combined.mkdir()
     (combined / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [f"../{base}"],
         "components": [f"../../components/{c}" for c in components]}))
-    return name, render(combined)
+    return render(combined)
 
 
 def uses(name: str, part: str) -> bool:
     """Whether the rendered configuration `name` (e.g. "gpu+tls") is or includes `part`."""
     return part in name.split("+")
+
+
+def roles(objects: list[dict]) -> dict[str, int]:
+    """The server roles this layout deploys (all five split, or the embedded server alone) and their ports."""
+    deployments = by_kind(objects, "Deployment")
+    return {role: port for role, port in ROLES.items() if role in deployments}
+
+
+def served_role(name: str, role: str) -> str:
+    """What `serve` runs in the Deployment named `role`: the embedded layouts' orchestrator pod serves everything."""
+    return "all" if name in EMBEDDED else role
+
+
+def gpu_resource(name: str) -> str:
+    return "nvidia.com/gpu.shared" if uses(name, "shared-gpu") else "nvidia.com/gpu"
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
@@ -100,7 +121,7 @@ def config(objects: list[dict]) -> dict[str, str]:
 
 
 def test_overlays_exist_and_every_component_is_rendered_here():
-    assert {"gpu", "cpu"} <= set(OVERLAYS), OVERLAYS
+    assert {"gpu", "cpu", "one-gpu"} <= set(OVERLAYS), OVERLAYS
     used = {c for _, cs in COMBINATIONS.values() for c in cs}
     for overlay in OVERLAYS:
         used |= {Path(c).name for c in yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml")
@@ -134,9 +155,14 @@ def test_validation_is_strict():
 
 
 def test_each_stage_and_the_orchestrator_have_deployment_service_pdb_hpa(overlay):
-    _, objects = overlay
+    name, objects = overlay
     deployments, services = by_kind(objects, "Deployment"), by_kind(objects, "Service")
     pdbs, hpas = by_kind(objects, "PodDisruptionBudget"), by_kind(objects, "HorizontalPodAutoscaler")
+    if name in EMBEDDED:  # one pod on one GPU: no stage objects, and nothing to autoscale
+        assert set(roles(objects)) == {"orchestrator"} and not set(STAGES) & (set(services) | set(pdbs))
+        assert not {*STAGES, "orchestrator"} & set(hpas)
+        assert pdbs["orchestrator"]["spec"]["maxUnavailable"] == 1
+        return
     for role, port in ROLES.items():
         dep, svc = deployments[role], services[role]
         labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -153,9 +179,12 @@ def test_each_stage_and_the_orchestrator_have_deployment_service_pdb_hpa(overlay
 
 
 def test_orchestrator_balances_streams_over_the_stage_pods(overlay):
-    _, objects = overlay
+    name, objects = overlay
     env = {e["name"]: e.get("value") for e in pod_spec(by_kind(objects, "Deployment")["orchestrator"])
            ["containers"][0]["env"]}
+    if name in EMBEDDED:  # no targets: the embedded server calls its own stage services
+        assert not [k for k in env if k.endswith("_TARGET")]
+        return
     for stage, port in STAGES.items():
         assert env[f"BARKSTREAM_{stage.upper()}_TARGET"] == f"dns:///{stage}:{port}"
 
@@ -168,7 +197,7 @@ def test_only_the_orchestrator_reaches_the_stages_and_only_it_checks_tokens(over
     grpc_rule = policy["spec"]["ingress"][0]
     assert grpc_rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "orchestrator"
     assert grpc_rule["ports"] == [{"port": "grpc"}]
-    for role in ROLES:
+    for role in roles(objects):
         env = {e["name"]: e for e in pod_spec(by_kind(objects, "Deployment")[role])["containers"][0]["env"]}
         token = env.get("BARKSTREAM_AUTH_TOKEN")
         if role == "orchestrator":
@@ -182,10 +211,10 @@ def test_server_pods_are_probed_drained_limited_and_locked_down(overlay):
     name, objects = overlay
     cfg = config(objects)
     drain = float(cfg["BARKSTREAM_DRAIN_GRACE_S"])
-    for role, port in ROLES.items():
+    for role, port in roles(objects).items():
         spec = pod_spec(by_kind(objects, "Deployment")[role])
         (c,) = spec["containers"]
-        assert c["args"][:2] == ["serve", role] and c["ports"][0]["containerPort"] == port
+        assert c["args"][:2] == ["serve", served_role(name, role)] and c["ports"][0]["containerPort"] == port
         assert {"configMapRef": {"name": config_map(objects)["metadata"]["name"]}} in c["envFrom"], role
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if uses(name, "tls"):  # Kubernetes' gRPC probes speak plaintext only: the image's script speaks TLS
@@ -210,7 +239,7 @@ def test_server_pods_are_probed_drained_limited_and_locked_down(overlay):
 def test_every_pod_runs_non_root_read_only_with_requests_and_limits(overlay):
     _, objects = overlay
     pods = [o for o in objects if o["kind"] in ("Deployment", "Job")]
-    assert len(pods) >= 7
+    assert len(pods) >= len(roles(objects)) + 2  # the servers, the collector, the checkpoint Job
     for obj in pods:
         spec = pod_spec(obj)
         assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
@@ -232,22 +261,23 @@ def test_gpu_overlay_puts_the_model_stages_on_gpus(overlay):
     deployments = by_kind(objects, "Deployment")
     for dep_name, dep in deployments.items():
         spec = pod_spec(dep)
-        limits = spec["containers"][0]["resources"]["limits"]
-        gpu = uses(name, "gpu") and dep_name in STAGES
-        assert ("nvidia.com/gpu" in limits) == gpu, (name, dep_name)
+        resources = spec["containers"][0]["resources"]
+        gpu = (uses(name, "gpu") and dep_name in STAGES) or (name in EMBEDDED and dep_name == "orchestrator")
+        assert {k for k in resources["limits"] if k.startswith("nvidia.com/")} == ({gpu_resource(name)} if gpu
+                                                                                 else set()), (name, dep_name)
         if gpu:
-            assert str(limits["nvidia.com/gpu"]) == "1"
+            assert str(resources["limits"][gpu_resource(name)]) == str(resources["requests"][gpu_resource(name)]) == "1"
             assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
             assert spec["nodeSelector"]
-    if uses(name, "gpu"):
+    if uses(name, "gpu") or name in EMBEDDED:
         assert config(objects)["BARKSTREAM_DEVICE"] == "cuda"
         assert all(deployments[s]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":gpu")
-                   for s in ROLES)
+                   for s in roles(objects))
 
 
 def test_tls_is_off_unless_the_tls_component_turns_on_tls_and_mutual_tls_to_the_stages(overlay):
     name, objects = overlay
-    for role in ROLES:
+    for role in roles(objects):
         (c,) = pod_spec(by_kind(objects, "Deployment")[role])["containers"]
         env = {e["name"]: e.get("value") for e in c["env"]}
         if not uses(name, "tls"):
@@ -260,6 +290,42 @@ def test_tls_is_off_unless_the_tls_component_turns_on_tls_and_mutual_tls_to_the_
         else:
             assert env["BARKSTREAM_STAGE_TLS_CA_FILE"] == "/etc/barkstream/tls/ca.crt"
             assert env["BARKSTREAM_STAGE_TLS_CERT_FILE"] and env["BARKSTREAM_STAGE_TLS_KEY_FILE"]
+
+
+def test_one_gpu_overlay_serves_every_stage_in_one_pod_on_one_gpu():
+    objects = render(K8S / "overlays" / "one-gpu")
+    (dep,) = [d for name, d in by_kind(objects, "Deployment").items() if name != "otel-collector"]
+    spec = pod_spec(dep)
+    (c,) = spec["containers"]
+    assert dep["metadata"]["name"] == "orchestrator" and c["args"][:2] == ["serve", "all"]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}  # no surge GPU needed
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["OTEL_SERVICE_NAME"] == "barkstream" and not [k for k in env if k.endswith("_TARGET")]
+    assert by_kind(objects, "Service")["orchestrator"]["spec"]["ports"][0]["port"] == ROLES["orchestrator"]
+    # The embedded server's three GPT engines preallocate their KV caches from the shared settings.
+    assert int(config(objects)["BARKSTREAM_MAX_BATCH"]) <= 16
+
+
+def test_shared_gpu_component_puts_stage_pods_on_gpu_slices_and_keeps_their_hpa_and_pdb(tmp_path):
+    objects = render_combined(tmp_path, "gpu", ["shared-gpu"])
+    deployments = by_kind(objects, "Deployment")
+    pdbs, hpas = by_kind(objects, "PodDisruptionBudget"), by_kind(objects, "HorizontalPodAutoscaler")
+    for stage in STAGES:
+        resources = pod_spec(deployments[stage])["containers"][0]["resources"]
+        assert resources["requests"]["nvidia.com/gpu.shared"] == resources["limits"]["nvidia.com/gpu.shared"] == 1
+        assert "nvidia.com/gpu" not in resources["requests"] and "nvidia.com/gpu" not in resources["limits"]
+        assert hpas[stage]["spec"]["scaleTargetRef"]["name"] == stage and pdbs[stage]["spec"]["maxUnavailable"] == 1
+    assert "nvidia.com/gpu.shared" not in str(pod_spec(deployments["orchestrator"]))
+    # The device plugin's configuration (applied by the cluster's administrator) advertises those slices.
+    kv, versions = _validator()
+    (plugin,) = [d for d in yaml.safe_load_all((K8S / "components" / "shared-gpu" / "device-plugin-config.yaml")
+                                               .read_text()) if d]
+    for version in versions:
+        kv.validate(plugin, version, strict=True)
+    sharing = yaml.safe_load(plugin["data"]["any"])["sharing"]["timeSlicing"]
+    assert sharing["renameByDefault"] is True  # slices are nvidia.com/gpu.shared; whole-GPU pods stay off them
+    (resource,) = sharing["resources"]
+    assert resource["name"] == "nvidia.com/gpu" and resource["replicas"] >= len(STAGES)  # one GPU holds every stage
 
 
 def test_checkpoint_job_fills_the_shared_volume_the_servers_read(overlay):

@@ -16,7 +16,7 @@ import torch
 
 from ..bark import constants as C
 from ..bark.params import GenerationParams, long_form_prompt, segment_seed
-from ..bark.schedule import SegmentPolicy, schedule_segments
+from ..bark.schedule import Schedule, SegmentPolicy, schedule_segments
 from ..bark.segment import DEFAULT_MAX_SEGMENT_TOKENS
 from ..bark.tokenizer import BarkTokenizer
 from ..bark.voices import VoicePrompt
@@ -43,7 +43,7 @@ class SynthesisRequest:
     voice: VoicePrompt | None = None
     params: GenerationParams = field(default_factory=GenerationParams)
     seed: int | None = None
-    segmentation: SegmentPolicy | None = None  # None: the synthesizer's (latency-aware, as the server's default)
+    segmentation: SegmentPolicy | None = None  # None: the synthesizer's (fixed unless it was built with another)
 
 
 @dataclass
@@ -71,7 +71,9 @@ class Synthesizer:
             raise ValueError("the offline synthesizer needs all four models")
         self.models = models
         self.tokenizer = tokenizer
-        self.segmentation = segmentation or SegmentPolicy(max_tokens=max_segment_tokens)
+        # Fixed by default: in-process callers (the parity tests, benchmarks' baselines) get Suno's own
+        # long-form cut; servers and `barkstream generate` pass the latency-aware policy explicitly.
+        self.segmentation = segmentation or SegmentPolicy(Schedule.FIXED, max_tokens=max_segment_tokens)
         self.semantic = SemanticEngine(models.semantic, max_batch)
         self.coarse = CoarseEngine(models.coarse, max_batch)
         self.fine = FineEngine(models.fine, max_batch)
