@@ -152,7 +152,7 @@ class Session(_SessionView, Iterator[SessionItem]):
 
     def _put(self, request: tts_pb2.StreamingSynthesizeRequest) -> None:
         if self._closed:
-            raise RuntimeError("this session's input is closed")
+            raise RuntimeError("the text input of this StreamingSynthesize call is already closed")
         self._outbox.put(request)
 
     def __iter__(self) -> Session:
@@ -203,7 +203,7 @@ class AsyncSession(_SessionView, AsyncIterator[SessionItem]):
 
     async def _write(self, request: tts_pb2.StreamingSynthesizeRequest) -> None:
         if self._closed:
-            raise RuntimeError("this session's input is closed")
+            raise RuntimeError("the text input of this StreamingSynthesize call is already closed")
         try:
             if not self._configured:
                 self._configured = True

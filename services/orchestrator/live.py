@@ -17,8 +17,6 @@ import numpy as np
 
 from ..bark.params import GenerationParams
 from ..bark.voices import VoicePrompt
-from ..common.spans import segment_span
-from .options import generated_voice
 from .session import _END, SegmentRun, SynthesisSession
 from .stage_clients import StageClients
 
@@ -41,7 +39,7 @@ class LiveSynthesis(SynthesisSession):
         if self.voice is None and self._voice_from is None:
             self._voice_from = seg
         previous, self._previous = self._previous, seg
-        self._tasks[seg.index] = asyncio.create_task(self._live_segment(seg, previous, self._voice_from),
+        self._tasks[seg.index] = asyncio.create_task(self._segment(seg, previous, self._voice_from),
                                                      name=f"{self.request_id}-seg{seg.index}")
         return seg.index
 
@@ -79,7 +77,7 @@ class LiveSynthesis(SynthesisSession):
         seg = self._voice_from
         if seg is None or not seg.codes_done.is_set():
             return None
-        return generated_voice(seg.codes.semantic, seg.codes.coarse, seg.codes.fine)
+        return seg.codes.voice()
 
     async def close(self) -> None:
         for call in self._calls:
@@ -89,21 +87,3 @@ class LiveSynthesis(SynthesisSession):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _live_segment(self, seg: SegmentRun, previous: SegmentRun | None, voice_from: SegmentRun) -> None:
-        try:
-            if previous is not None:
-                await previous.semantic_done.wait()
-            voice = self.voice
-            if voice is None and voice_from is not seg:
-                await voice_from.codes_done.wait()
-                voice = generated_voice(voice_from.codes.semantic, voice_from.codes.coarse, voice_from.codes.fine)
-            with segment_span(self.tracer, seg.index, text_tokens=len(seg.token_ids),
-                              long_form_voice=self.voice is None and voice_from is not seg):
-                await self._segment_with_retries(seg, voice)
-            seg.queue.put_nowait(_END)
-        except BaseException as e:  # noqa: BLE001 - every failure must reach the reader, or it hangs
-            task = asyncio.current_task()
-            if isinstance(e, asyncio.CancelledError) and task is not None and task.cancelling():
-                raise
-            self._fail(e)

@@ -4,12 +4,9 @@ return, and the segmentation policy. Protobuf in, validated core values out.
 
 from __future__ import annotations
 
-import numpy as np
-
 from barkstream.v1 import tts_pb2
 
 from ..bark.incremental import DEFAULT_MAX_WAIT_S, MAX_MAX_WAIT_MS, MIN_MAX_WAIT_MS
-from ..bark.params import long_form_prompt
 from ..bark.schedule import MAX_SEGMENT_TOKENS, Schedule, SegmentPolicy
 from ..bark.voices import VoiceLibrary, VoicePrompt
 from ..common import convert
@@ -47,15 +44,6 @@ def voice_prompt_to_pb(prompt: VoicePrompt, out: tts_pb2.VoicePrompt) -> None:
     convert.array_to_pb(prompt.semantic_prompt, out.semantic)
     convert.array_to_pb(prompt.coarse_prompt, out.coarse)
     convert.array_to_pb(prompt.fine_prompt, out.fine)
-
-
-def generated_voice(semantic: list[np.ndarray], coarse: list[np.ndarray], fine: list[np.ndarray]) -> VoicePrompt | None:
-    """A segment's generated codes as a voice prompt (Suno's `output_full`); None when too short."""
-    def cat(arrays: list[np.ndarray], rows: int) -> np.ndarray:
-        return np.concatenate(arrays, axis=1) if arrays else np.zeros((rows, 0), np.int64)
-
-    return long_form_prompt(np.concatenate(semantic) if semantic else np.zeros(0, np.int64), cat(coarse, 2),
-                            cat(fine, 8))
 
 
 def segment_policy_from_pb(msg: tts_pb2.Segmentation, default_max_tokens: int) -> SegmentPolicy:

@@ -280,7 +280,7 @@ class RealtimeSession:
         return []
 
     def _adapt_growth(self) -> None:
-        """Grow later segments only as fast as this session's measured speed keeps them ahead of playback."""
+        """Grow later segments only as fast as the call's measured generation speed keeps them ahead of playback."""
         policy = self.segmenter.policy
         if policy.schedule is not Schedule.LATENCY_AWARE or self._busy_since is None or not self._generated_s:
             return

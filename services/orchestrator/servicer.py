@@ -24,7 +24,7 @@ from ..telemetry import Telemetry
 from .audio import AudioEncoder
 from .live import LiveSynthesis
 from .messages import chunk_pb, header_pb, summary_pb
-from .options import generated_voice, max_wait_from_pb, segment_policy_from_pb, voice_prompt_to_pb
+from .options import max_wait_from_pb, segment_policy_from_pb, voice_prompt_to_pb
 from .realtime import RealtimeSession, SessionLimit
 from .realtime_pb import event_to_pb, first_config, inputs_from_pb
 from .request import OrchestratorLimits, segment_ids, stream_options
@@ -71,7 +71,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             summary = summary_pb(run.summary())
             if request.return_voice_prompt:
                 first = run.session.segments[0].codes
-                spoken = options.voice or generated_voice(first.semantic, first.coarse, first.fine)
+                spoken = options.voice or first.voice()
                 if spoken is not None:
                     voice_prompt_to_pb(spoken, summary.voice_prompt)
             yield tts_pb2.SynthesizeResponse(summary=summary)

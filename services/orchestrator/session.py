@@ -45,6 +45,11 @@ class SegmentCodes:
     coarse: list[np.ndarray] = field(default_factory=list)
     fine: list[np.ndarray] = field(default_factory=list)
 
+    def voice(self) -> VoicePrompt | None:
+        """These codes as a voice prompt (Suno's `output_full`, cut for long form); None when too short."""
+        return long_form_prompt(np.concatenate(self.semantic) if self.semantic else np.zeros(0, np.int64),
+                                _cat(self.coarse, 2), _cat(self.fine, 8))
+
 
 @dataclass
 class StageTimes:
@@ -96,7 +101,9 @@ class SynthesisSession:
 
     async def pcm(self) -> AsyncIterator[tuple[int, np.ndarray | None]]:
         """Yields (segment index, float PCM at 24 kHz) in order, and (index, None) at each segment end."""
-        tasks = [asyncio.create_task(self._segment(s), name=f"{self.request_id}-seg{s.index}") for s in self.segments]
+        first = self.segments[0]
+        tasks = [asyncio.create_task(self._segment(s, self.segments[s.index - 1] if s.index else None, first),
+                                     name=f"{self.request_id}-seg{s.index}") for s in self.segments]
         try:
             for seg in self.segments:
                 while True:
@@ -114,18 +121,18 @@ class SynthesisSession:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _segment(self, seg: SegmentRun) -> None:
+    async def _segment(self, seg: SegmentRun, previous: SegmentRun | None, voice_from: SegmentRun | None) -> None:
+        """Run one segment: after `previous`'s semantic stage, with the request's voice or, without one,
+        the voice `voice_from` generated (Suno's long-form method; `voice_from` itself runs without)."""
         try:
-            if seg.index > 0:
-                await self.segments[seg.index - 1].semantic_done.wait()
+            if previous is not None:
+                await previous.semantic_done.wait()
             voice = self.voice
-            if voice is None and seg.index > 0:
-                first = self.segments[0]
-                await first.codes_done.wait()
-                voice = long_form_prompt(np.concatenate(first.codes.semantic or [np.zeros(0, np.int64)]),
-                                         _cat(first.codes.coarse, 2), _cat(first.codes.fine, 8))
-            with segment_span(self.tracer, seg.index, text_tokens=len(seg.token_ids),
-                              long_form_voice=self.voice is None and seg.index > 0):
+            long_form = voice is None and voice_from is not None and voice_from is not seg
+            if long_form:
+                await voice_from.codes_done.wait()
+                voice = voice_from.codes.voice()
+            with segment_span(self.tracer, seg.index, text_tokens=len(seg.token_ids), long_form_voice=long_form):
                 await self._segment_with_retries(seg, voice)
             seg.queue.put_nowait(_END)
         except BaseException as e:  # noqa: BLE001 - every failure must reach the reader, or it hangs
